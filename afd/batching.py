@@ -1,0 +1,116 @@
+"""Tokenising (prompt, response) pairs and padding them into model batches.
+
+A response is tokenised apart from its prompt (joined by one space) and closed with EOS,
+so the token boundary is the same in training, sampling and scoring. Position ids come
+from the attention mask, so left and right padding give the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """Token limits: prompts lose their oldest tokens, responses their tail."""
+
+    max_prompt_tokens: int = 256
+    max_response_tokens: int = 128
+
+
+def encode_prompt(tokenizer, prompt: str, lengths: Lengths) -> list[int]:
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return ids[-lengths.max_prompt_tokens:]
+
+
+def encode_response(tokenizer, response: str, lengths: Lengths, add_eos: bool = True) -> list[int]:
+    """Response ids closed by EOS; a response cut at the limit gets no EOS (it did not end)."""
+    ids = tokenizer(" " + response, add_special_tokens=False)["input_ids"]
+    if len(ids) > lengths.max_response_tokens:
+        return ids[: lengths.max_response_tokens]
+    return ids + [tokenizer.eos_token_id] if add_eos else ids
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def pad_batch(
+    sequences: list[list[int]],
+    pad_id: int,
+    side: str = "right",
+    labels: list[list[int]] | None = None,
+) -> dict[str, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    lab = torch.full((len(sequences), width), IGNORE, dtype=torch.long) if labels else None
+    for i, seq in enumerate(sequences):
+        span = slice(0, len(seq)) if side == "right" else slice(width - len(seq), width)
+        ids[i, span] = torch.tensor(seq, dtype=torch.long)
+        mask[i, span] = 1
+        if lab is not None:
+            lab[i, span] = torch.tensor(labels[i], dtype=torch.long)
+    batch = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids(mask)}
+    if lab is not None:
+        batch["labels"] = lab
+    return batch
+
+
+def lm_example(tokenizer, prompt: str, response: str, lengths: Lengths, train_on_prompt=False):
+    """(token ids, labels): labels copy the response tokens and mask the prompt's."""
+    p = encode_prompt(tokenizer, prompt, lengths)
+    r = encode_response(tokenizer, response, lengths)
+    labels = (p if train_on_prompt else [IGNORE] * len(p)) + r
+    return p + r, labels
+
+
+@dataclass
+class LMCollator:
+    """Collate (prompt, response) rows into a causal-LM batch, loss on response tokens."""
+
+    tokenizer: PreTrainedTokenizerBase
+    lengths: Lengths
+    train_on_prompt: bool = False
+
+    def __call__(self, rows: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        pairs = [lm_example(self.tokenizer, p, r, self.lengths, self.train_on_prompt) for p, r in rows]
+        return pad_batch([x for x, _ in pairs], self.tokenizer.pad_token_id, "right", [y for _, y in pairs])
+
+
+@dataclass
+class ClassifierCollator:
+    """Collate (prompt, response, target) rows into a batch for a scalar-head classifier."""
+
+    tokenizer: PreTrainedTokenizerBase
+    lengths: Lengths
+    side: str = "right"
+
+    def encode(self, prompt: str, response: str) -> list[int]:
+        return encode_prompt(self.tokenizer, prompt, self.lengths) + encode_response(
+            self.tokenizer, response, self.lengths
+        )
+
+    def __call__(self, rows: list[tuple]) -> dict[str, torch.Tensor]:
+        batch = pad_batch([self.encode(r[0], r[1]) for r in rows], self.tokenizer.pad_token_id, self.side)
+        if len(rows[0]) > 2:
+            batch["targets"] = torch.tensor([float(r[2]) for r in rows])
+        return batch
+
+
+@dataclass
+class PairCollator:
+    """Collate (prompt, chosen, rejected) rows: chosen rows first, then rejected ones."""
+
+    tokenizer: PreTrainedTokenizerBase
+    lengths: Lengths
+
+    def __call__(self, rows: list[tuple[str, str, str]]) -> dict[str, torch.Tensor]:
+        encode = ClassifierCollator(self.tokenizer, self.lengths).encode
+        seqs = [encode(p, c) for p, c, _ in rows] + [encode(p, r) for p, _, r in rows]
+        return pad_batch(seqs, self.tokenizer.pad_token_id, "right")

@@ -1,0 +1,89 @@
+"""Best-of-n selection and its exact expected value from a pool of N >= n samples.
+
+Drawing n of the N pooled samples uniformly without replacement, the one with rank i
+(ascending by proxy reward, 1-based) is chosen with probability C(i-1, n-1) / C(N, n);
+tied proxy scores share their weight equally (a uniform tie-break). This uses every
+sample for every n instead of one random subset per n.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import gammaln
+
+
+def kl_analytic(n: int) -> float:
+    """KL(BoN(n) || base) = log n - (n-1)/n, the standard analytic bound."""
+    return math.log(n) - (n - 1) / n
+
+
+def _log_comb(a: np.ndarray, b: int) -> np.ndarray:
+    out = np.full(a.shape, -np.inf)
+    ok = a >= b
+    out[ok] = gammaln(a[ok] + 1) - gammaln(b + 1.0) - gammaln(a[ok] - b + 1)
+    return out
+
+
+def selection_probabilities(scores: np.ndarray, n: int) -> np.ndarray:
+    """P(sample j is best of a uniform n-subset of the pool), for each j; sums to 1."""
+    scores = np.asarray(scores, dtype=float)
+    size = len(scores)
+    if not 1 <= n <= size:
+        raise ValueError(f"best-of-n needs 1 <= n <= pool size ({size}), got n={n}")
+    order = np.argsort(scores, kind="stable")
+    positions = np.arange(1, size + 1, dtype=float)
+    by_rank = np.exp(_log_comb(positions - 1, n - 1) - _log_comb(np.array([float(size)]), n)[0])
+    sorted_scores = scores[order]
+    # Ties: every tied sample is equally likely to win, so average the rank weights.
+    _, group_start, group_size = np.unique(sorted_scores, return_index=True, return_counts=True)
+    for start, count in zip(group_start, group_size):
+        if count > 1:
+            by_rank[start:start + count] = by_rank[start:start + count].mean()
+    weights = np.empty(size)
+    weights[order] = by_rank
+    return weights
+
+
+def expected_best_of_n(values: np.ndarray, scores: np.ndarray, n: int) -> float:
+    """E[value of the sample chosen by best-of-n on `scores`]."""
+    return float(selection_probabilities(scores, n) @ np.asarray(values, dtype=float))
+
+
+def win_probabilities(gold: np.ndarray) -> np.ndarray:
+    """For each pooled sample, P(it beats an independent pool sample) with ties at 1/2."""
+    gold = np.asarray(gold, dtype=float)
+    less = (gold[None, :] < gold[:, None]).mean(1)
+    equal = (gold[None, :] == gold[:, None]).mean(1)
+    return less + 0.5 * equal
+
+
+def bon_curve(gold: np.ndarray, proxy: np.ndarray, ns) -> dict[int, dict[str, float]]:
+    """Per n: mean and s.e.m. over prompts of expected gold and proxy reward of BoN(n), and
+    its win rate by gold against one sample of the base policy.
+
+    gold, proxy: arrays of shape (prompts, N) with the pool's gold and proxy rewards.
+    """
+    gold, proxy = np.asarray(gold, dtype=float), np.asarray(proxy, dtype=float)
+    if gold.shape != proxy.shape or gold.ndim != 2:
+        raise ValueError(f"gold and proxy must both be (prompts, N); got {gold.shape}, {proxy.shape}")
+    wins = np.stack([win_probabilities(g) for g in gold])
+    curve = {}
+    for n in ns:
+        weights = np.stack([selection_probabilities(p, n) for p in proxy])
+        per_prompt = {
+            "gold": (weights * gold).sum(1),
+            "proxy": (weights * proxy).sum(1),
+            "win_rate": (weights * wins).sum(1),
+        }
+        curve[int(n)] = {"kl_analytic": kl_analytic(n)}
+        for name, values in per_prompt.items():
+            curve[int(n)][f"{name}_mean"] = float(values.mean())
+            curve[int(n)][f"{name}_sem"] = sem(values)
+    return curve
+
+
+def sem(values) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0

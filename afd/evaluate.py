@@ -1,0 +1,83 @@
+"""A job's final numbers: gold reward of pi0, pi_SFT, the demonstrations and Best-of-n.
+
+Best-of-n comes from one pool of N_max pi_SFT samples per held-out prompt, scored once by
+the gold and the proxy reward; the exact order-statistics estimator then gives every
+n <= N_max, so jobs of a sweep over n share all the expensive work.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from afd.bon import bon_curve, kl_analytic, sem
+from afd.stages.data import DataDir
+from afd.stages.sample import read_samples
+from afd.stages.score import read_scores
+
+
+def curve_points(n: int, n_max: int) -> list[int]:
+    points = {2**k for k in range(int(math.log2(n_max)) + 1)} | {n, n_max}
+    return sorted(p for p in points if p <= n_max)
+
+
+def per_prompt(values: np.ndarray, rows: list[dict]) -> np.ndarray:
+    """Mean value per prompt (rows grouped by prompt id, in first-seen order)."""
+    groups: dict[str, list[float]] = {}
+    for value, row in zip(values, rows):
+        groups.setdefault(row["prompt_id"], []).append(value)
+    return np.array([np.mean(v) for v in groups.values()])
+
+
+def stat(values: np.ndarray) -> dict:
+    return {"mean": float(np.mean(values)), "sem": sem(values)}
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def evaluate(pipe, n: int) -> dict:
+    cfg = pipe.cfg
+    n_max, num_prompts = cfg.bon.n_max, cfg.bon.num_prompts
+    pool = pipe.samples("sft", "heldout", n_max, num_prompts)
+    pool_rows = read_samples(pool.path)
+    num_pool_prompts = len(pool_rows) // n_max
+    gold = read_scores(pipe.scores("sft/heldout", pool, pool_rows, "gold").path)
+    proxy = read_scores(pipe.scores("sft/heldout", pool, pool_rows, "reward").path)
+    gold2d, proxy2d = gold.reshape(num_pool_prompts, n_max), proxy.reshape(num_pool_prompts, n_max)
+
+    init = pipe.samples("init", "heldout", cfg.eval.init_samples_per_prompt, num_prompts)
+    init_rows = read_samples(init.path)
+    gold_init = read_scores(pipe.scores("init/heldout", init, init_rows, "gold").path)
+
+    data = pipe.data()
+    demos = DataDir(data.path).examples("heldout")[:num_prompts]
+    demo_rows = [{"id": e.id, "prompt_id": e.id, "prompt": e.prompt, "response": e.response,
+                  "meta": e.meta} for e in demos]
+    gold_demo = read_scores(pipe.scores("demo/heldout", data, demo_rows, "gold").path)
+
+    curve = bon_curve(gold2d, proxy2d, curve_points(n, n_max))
+    reward_metrics = pipe.reward().metrics
+    within = [spearman(p, g) for p, g in zip(proxy2d, gold2d)]
+    return {
+        "gold": {
+            "init": stat(per_prompt(gold_init, init_rows)),
+            "sft": stat(gold2d.mean(1)),
+            "demo": stat(gold_demo),
+            "bon": {"mean": curve[n]["gold_mean"], "sem": curve[n]["gold_sem"]},
+        },
+        "proxy_bon": {"mean": curve[n]["proxy_mean"], "sem": curve[n]["proxy_sem"]},
+        "bon_win_rate_vs_sft": curve[n]["win_rate_mean"],
+        "bon_kl_analytic": kl_analytic(n),
+        "rm_accuracy": reward_metrics.get("accuracy"),
+        "rm_spearman_gold": spearman(proxy, gold),
+        "rm_spearman_gold_within_prompt": float(np.nanmean(within)) if not np.all(np.isnan(within)) else float("nan"),
+        "bon_curve": {str(k): v for k, v in curve.items()},
+        "heldout_prompts": num_pool_prompts,
+        "n_max": n_max,
+    }

@@ -1,0 +1,98 @@
+"""One Hydra job: validate the config, run the pipeline, write `results.json`, log it.
+
+Artifacts built before a failure stay in the cache (the next run reuses them); a failed
+job writes `failure.json` with the error instead of results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from afd.evaluate import evaluate
+from afd.pipeline import Pipeline
+from afd.validate import validate
+
+log = logging.getLogger(__name__)
+RESULTS, FAILURE = "results.json", "failure.json"
+
+
+def job_context(cfg: DictConfig) -> tuple[Path, str, list[str]]:
+    """(output dir, run name, overrides) of this job, inside or outside a Hydra app."""
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        overrides = list(hc.overrides.task)
+        name = hc.job.override_dirname or cfg.name
+        return Path(hc.runtime.output_dir), name, overrides
+    out = Path(cfg.get("output_dir") or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    return out, cfg.name, []
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}/{k}" if prefix else str(k)
+        out.update(flatten(v, key) if isinstance(v, dict) else {key: v})
+    return out
+
+
+def tracked_metrics(results: dict) -> dict:
+    """The metric names of the design card, one meaning each."""
+    m = {f"gold/{p}/{s}": results["gold"][p][s] for p in results["gold"] for s in ("mean", "sem")}
+    m.update({
+        "bon/win_rate_vs_sft": results["bon_win_rate_vs_sft"],
+        "bon/kl_analytic": results["bon_kl_analytic"],
+        "rm/accuracy": results["rm_accuracy"],
+        "rm/spearman_gold": results["rm_spearman_gold"],
+        "n": results["n"],
+    })
+    return m
+
+
+def run_job(cfg: DictConfig) -> dict:
+    start = time.time()
+    validate(cfg)
+    output_dir, run_name, overrides = job_context(cfg)
+    tracker = instantiate(cfg.logger)
+    tracker.start(OmegaConf.to_container(cfg, resolve=True), run_name, cfg.name, output_dir)
+    exit_code = 1
+    try:
+        pipe = Pipeline(cfg, tracker)
+        metrics = evaluate(pipe, cfg.n)
+        results = {
+            "experiment": cfg.name,
+            "n": cfg.n,
+            "reward": cfg.reward.name,
+            "seed": cfg.seed,
+            "overrides": overrides,
+            **metrics,
+            "stages": dict(pipe.status),
+            "artifacts": {label: str(a.path) for label, a in pipe.artifacts.items()},
+            "wall_s": round(time.time() - start, 2),
+        }
+        (output_dir / RESULTS).write_text(json.dumps(results, indent=2))
+        summary = tracked_metrics(results)
+        tracker.log(summary)
+        tracker.summary(summary)
+        log.info("gold reward: init %.3f  sft %.3f  demo %.3f  best-of-%d %.3f (win rate vs sft %.3f)",
+                 results["gold"]["init"]["mean"], results["gold"]["sft"]["mean"],
+                 results["gold"]["demo"]["mean"], cfg.n, results["gold"]["bon"]["mean"],
+                 results["bon_win_rate_vs_sft"])
+        log.info("results: %s", output_dir / RESULTS)
+        exit_code = 0
+        return results
+    except BaseException as e:
+        (output_dir / FAILURE).write_text(json.dumps({
+            "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
+            "overrides": overrides, "wall_s": round(time.time() - start, 2)}, indent=2))
+        raise
+    finally:
+        tracker.finish(exit_code)

@@ -1,0 +1,62 @@
+"""Loss functions as pure tensor maps, each tested against a closed form or brute force.
+
+Forward KL between demonstrator and policy trajectory distributions reduces to token NLL
+on demonstrations (SFT); the IRL discriminator is a binary classifier whose logit is the
+reward; Bradley-Terry is the preference baseline.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def shift_for_next_token(logits: torch.Tensor, labels: torch.Tensor):
+    """Align position t's logits with token t+1, the token it predicts."""
+    return logits[:, :-1, :], labels[:, 1:]
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log pi(a_t | s_t) of the labelled next tokens and the mask of real labels."""
+    logits, labels = shift_for_next_token(logits, labels)
+    mask = labels != IGNORE
+    safe = labels.masked_fill(~mask, 0)
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return logp * mask, mask
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log pi(y|x) = sum over response tokens of log pi(a_t|s_t), one value per sequence."""
+    logp, _ = token_logprobs(logits, labels)
+    return logp.sum(-1)
+
+
+def forward_kl_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SFT loss: mean NLL of demonstration tokens.
+
+    KL(beta || pi) = E_beta[log beta] - E_beta[log pi]; the first term does not depend on
+    pi, so minimising token NLL over demonstrations minimises the trajectory forward KL.
+    """
+    logits, labels = shift_for_next_token(logits, labels)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE
+    )
+
+
+def discriminator_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of a classifier D = sigmoid(logit); target 1 = positive class.
+
+    At the optimum the logit equals log p_pos(y|x) - log p_neg(y|x), the IRL reward.
+    """
+    return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+
+
+def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """-log sigma(r(x, y_w) - r(x, y_l)), mean over pairs."""
+    return -F.logsigmoid(chosen.float() - rejected.float()).mean()
+
+
+def binary_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return ((logits > 0).float() == targets.float()).float().mean()

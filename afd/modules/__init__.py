@@ -1,0 +1,1 @@
+"""LightningModules of the training stages: SFT (forward KL) and the reward model."""

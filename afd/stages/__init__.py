@@ -1,0 +1,1 @@
+"""Pipeline stages: each builds one artifact directory from upstream artifact directories."""

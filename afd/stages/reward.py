@@ -1,0 +1,147 @@
+"""Stage `reward`: the reward model a Best-of-N policy is scored with (`conf/reward/*.yaml`).
+
+`Discriminator` is the IRL reward: a classifier of positive vs negative responses whose
+logit is the reward. Init-SFT (pi_SFT samples vs pi0 samples) is the paper's choice;
+Demo-Init and Demo-SFT use the demonstrations themselves as positives. `LogRatio` is the
+closed-form optimum of the Init-SFT classifier, log pi_SFT - log pi0, with no training.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+
+from afd.batching import ClassifierCollator, Lengths
+from afd.models import load_classifier, load_tokenizer
+from afd.modules.optim import OptimConfig
+from afd.modules.reward import RewardModule
+from afd.scoring import classifier_scores, load_scorer, save_scorer_spec
+from afd.training import Schedule, as_dataclass, final_metrics, fit
+
+SOURCES = ("demo", "init", "sft")
+
+
+@dataclass
+class RewardInputs:
+    """What the pipeline hands a recipe: labelled rows and the paths of the policies it named."""
+
+    rows: dict[str, list[dict]]  # role ("positive"/"negative") -> rows with prompt, response
+    policies: dict[str, str]  # role ("backbone"/"numerator"/...) -> model path
+
+
+def _check_source(key: str, value: str) -> str:
+    if value not in SOURCES:
+        raise ValueError(f"reward.{key} must be one of {SOURCES}, got {value!r}")
+    return value
+
+
+def split_by_prompt(rows: list[tuple], val_fraction: float, seed: int):
+    """Hold out whole prompts, so held-out accuracy never sees a training prompt."""
+    prompts = sorted({r[0] for r in rows})
+    random.Random(seed).shuffle(prompts)
+    held = set(prompts[: int(len(prompts) * val_fraction)])
+    return [r for r in rows if r[0] not in held], [r for r in rows if r[0] in held]
+
+
+def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
+    return float(((scores > 0) == (targets > 0.5)).mean()) if len(scores) else float("nan")
+
+
+@dataclass
+class Discriminator:
+    """Binary classifier, positives (label 1) vs negatives; its logit is the reward."""
+
+    name: str = "init_sft"
+    positive: str = "sft"
+    negative: str = "init"
+    backbone: str = "sft"
+    num_prompts: int = 2000
+    samples_per_prompt: int = 1
+    val_fraction: float = 0.1
+    schedule: Schedule = field(default_factory=Schedule)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self):
+        self.schedule = as_dataclass(Schedule, self.schedule, "reward.schedule")
+        self.optim = as_dataclass(OptimConfig, self.optim, "reward.optim")
+        _check_source("positive", self.positive)
+        _check_source("negative", self.negative)
+        if self.positive == self.negative:
+            raise ValueError(f"reward.positive and reward.negative are both {self.positive!r}")
+        if self.backbone not in ("init", "sft"):
+            raise ValueError(f"reward.backbone must be 'init' or 'sft', got {self.backbone!r}")
+
+    def sources(self) -> dict[str, str]:
+        return {"positive": self.positive, "negative": self.negative}
+
+    def policies(self) -> dict[str, str]:
+        return {"backbone": self.backbone}
+
+    def build(self, out_dir: Path, inputs: RewardInputs, lengths: Lengths, trainer_cfg, seed: int,
+              logger=None, progress=True) -> dict:
+        rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
+        rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
+        train, val = split_by_prompt(rows, self.val_fraction, seed)
+        L.seed_everything(seed, workers=True, verbose=False)
+        backbone = inputs.policies["backbone"]
+        tokenizer = load_tokenizer(backbone)
+        model = load_classifier(backbone, tokenizer)
+        module = RewardModule(model, self.optim, self.schedule.total_steps(len(train)), "bce")
+        collate = ClassifierCollator(tokenizer, lengths)
+        fit(module, train, val, collate, self.schedule, trainer_cfg, logger, seed, progress)
+        module.model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        save_scorer_spec(out_dir, {
+            "_target_": "afd.scoring.ClassifierScorer", "path": ".",
+            "max_prompt_tokens": lengths.max_prompt_tokens,
+            "max_response_tokens": lengths.max_response_tokens,
+        })
+        val_rows = [{"prompt": p, "response": r} for p, r, _ in val]
+        scores = classifier_scores(module.model, tokenizer, val_rows, lengths)
+        return {
+            "accuracy": accuracy(scores, np.array([t for _, _, t in val])),
+            "train_rows": len(train), "val_rows": len(val), **final_metrics(logger),
+        }
+
+
+@dataclass
+class LogRatio:
+    """log pi_numerator(y|x) - log pi_denominator(y|x); no training. Its held-out accuracy is
+    measured on the same positives/negatives an Init-SFT classifier would see."""
+
+    name: str = "logratio"
+    numerator: str = "sft"
+    denominator: str = "init"
+    num_prompts: int = 2000
+    samples_per_prompt: int = 1
+    val_fraction: float = 0.1
+
+    def __post_init__(self):
+        for key in ("numerator", "denominator"):
+            if getattr(self, key) not in ("init", "sft"):
+                raise ValueError(f"reward.{key} must be 'init' or 'sft', got {getattr(self, key)!r}")
+
+    def sources(self) -> dict[str, str]:
+        return {"positive": self.numerator, "negative": self.denominator}
+
+    def policies(self) -> dict[str, str]:
+        return {"numerator": self.numerator, "denominator": self.denominator}
+
+    def build(self, out_dir: Path, inputs: RewardInputs, lengths: Lengths, trainer_cfg, seed: int,
+              logger=None, progress=True) -> dict:
+        save_scorer_spec(out_dir, {
+            "_target_": "afd.scoring.LogRatioScorer",
+            "numerator": inputs.policies["numerator"],
+            "denominator": inputs.policies["denominator"],
+            "max_prompt_tokens": lengths.max_prompt_tokens,
+            "max_response_tokens": lengths.max_response_tokens,
+        })
+        rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
+        rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
+        _, val = split_by_prompt(rows, self.val_fraction, seed)
+        scores = load_scorer(out_dir).score([{"prompt": p, "response": r} for p, r, _ in val])
+        return {"accuracy": accuracy(scores, np.array([t for _, _, t in val])), "val_rows": len(val)}

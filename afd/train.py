@@ -1,0 +1,38 @@
+"""Entry point: `python -m afd.train [+experiment=NAME] [-m] [key=value ...]`.
+
+Stable Hydra (1.3) stops reading overrides at a `-m` that follows them, so the value-less
+multirun flags are moved to the front of argv before Hydra parses it; the command works
+in the order people type it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def multirun_flags_first(argv: list[str]) -> list[str]:
+    flags = [a for a in argv[1:] if a in MULTIRUN_FLAGS]
+    rest = [a for a in argv[1:] if a not in MULTIRUN_FLAGS]
+    return argv[:1] + flags + rest
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def _main(cfg: DictConfig) -> float:
+    from afd.job import run_job
+
+    results = run_job(cfg)
+    return results["gold"]["bon"]["mean"]
+
+
+def main() -> None:
+    sys.argv = multirun_flags_first(sys.argv)
+    _main()
+
+
+if __name__ == "__main__":
+    main()

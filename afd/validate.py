@@ -1,0 +1,54 @@
+"""Checks a composed config before any work starts; each error names the offending key."""
+
+from __future__ import annotations
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _int(cfg, key: str, low: int | None = None, high: int | None = None, hint: str = "") -> int:
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{key} must be {bounds}, got {value}{hint}")
+    return value
+
+
+def _instantiable(node, key: str):
+    try:
+        return instantiate(node)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        raise ConfigError(f"{key}: {cause}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def validate(cfg: DictConfig) -> None:
+    n_max = _int(cfg, "bon.n_max", 1)
+    _int(cfg, "n", 1, n_max, hint=f" (raise bon.n_max to sample a larger pool; it is {n_max})")
+    _int(cfg, "seed", 0)
+    _int(cfg, "eval.init_samples_per_prompt", 1)
+    if cfg.bon.num_prompts is not None:
+        _int(cfg, "bon.num_prompts", 1)
+    for key in ("max_prompt_tokens", "max_response_tokens"):
+        _int(cfg, f"data.lengths.{key}", 1)
+    _int(cfg, "sampling.max_new_tokens", 1)
+    if not cfg.sampling.temperature >= 0:
+        raise ConfigError(f"sampling.temperature must be >= 0, got {cfg.sampling.temperature}")
+    if not 0 < cfg.sampling.top_p <= 1:
+        raise ConfigError(f"sampling.top_p must be in (0, 1], got {cfg.sampling.top_p}")
+    _instantiable(cfg.data.task, "data.task")
+    _instantiable(cfg.model, "model")
+    _instantiable(cfg.reward, "reward")
+    _instantiable(cfg.gold, "gold")
+    _instantiable(cfg.logger, "logger")

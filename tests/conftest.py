@@ -1,0 +1,80 @@
+"""Shared fixtures: composed configs at test sizes and tiny in-process models.
+
+Nothing here touches the network: tokenizers are built from the synthetic task's
+vocabulary or trained on the fly, models from small GPT2Configs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from transformers import GPT2Config, GPT2LMHeadModel
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# A whole toy pipeline in seconds: few prompts, a very small model, short schedules.
+TINY = [
+    "data.task.num_train_prompts=240",
+    "data.task.num_heldout_prompts=6",
+    "data.task.num_corpus=1200",
+    "model.n_embd=32",
+    "model.n_head=2",
+    "model.n_layer=1",
+    "pretrain.schedule.epochs=1",
+    "sft.schedule.epochs=1",
+    "reward.num_prompts=60",
+    "bon.n_max=8",
+    "n=4",
+    "eval.init_samples_per_prompt=2",
+    "logger=none",
+    "progress=false",
+]
+
+
+def compose_config(overrides: list[str], cache_dir: Path | None = None):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        extra = [f"cache_dir={cache_dir}"] if cache_dir else []
+        return compose(config_name="config", overrides=[*overrides, *extra])
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    def make(*overrides: str):
+        cfg = compose_config([*TINY, *overrides], tmp_path / "cache")
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            cfg.output_dir = str(tmp_path / "out")
+        return cfg
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer():
+    from afd.data.toy.grammar import vocabulary
+    from afd.models import word_tokenizer
+
+    return word_tokenizer(vocabulary())
+
+
+def tiny_lm(vocab_size: int, pad_id: int, eos_id: int, seed: int = 0) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                        pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id)
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture
+def toy_lm(toy_tokenizer):
+    return tiny_lm(len(toy_tokenizer), toy_tokenizer.pad_token_id, toy_tokenizer.eos_token_id)

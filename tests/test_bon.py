@@ -1,0 +1,81 @@
+"""The Best-of-n estimator against brute-force enumeration of subsets."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from afd.bon import bon_curve, expected_best_of_n, kl_analytic, selection_probabilities, win_probabilities
+
+
+def brute_force_bon(values, scores, n):
+    """Average over every n-subset of the value of its best-scored member (ties: mean)."""
+    totals = []
+    for subset in itertools.combinations(range(len(scores)), n):
+        best = max(scores[j] for j in subset)
+        totals.append(np.mean([values[j] for j in subset if scores[j] == best]))
+    return float(np.mean(totals))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_brute_force_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    size = 8
+    scores = rng.integers(0, 4, size).astype(float)  # many ties
+    values = rng.normal(size=size)
+    for n in range(1, size + 1):
+        assert expected_best_of_n(values, scores, n) == pytest.approx(brute_force_bon(values, scores, n), abs=1e-12)
+
+
+def test_extremes():
+    scores = np.array([0.3, 2.0, -1.0, 0.5])
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    assert expected_best_of_n(values, scores, 1) == pytest.approx(values.mean())
+    assert expected_best_of_n(values, scores, 4) == pytest.approx(2.0)
+    w = selection_probabilities(scores, 2)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[2] == 0.0  # the lowest-scored sample never wins a pair
+
+
+def test_large_pool_is_stable():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=1024)
+    w = selection_probabilities(scores, 512)
+    assert np.isfinite(w).all() and w.sum() == pytest.approx(1.0)
+
+
+def test_invalid_n():
+    with pytest.raises(ValueError, match="1 <= n <= pool size"):
+        selection_probabilities(np.zeros(4), 5)
+
+
+def test_win_rate_brute_force():
+    rng = np.random.default_rng(1)
+    gold = rng.integers(0, 3, size=(3, 6)).astype(float)
+    proxy = rng.normal(size=(3, 6))
+    curve = bon_curve(gold, proxy, [1, 3])
+    assert curve[1]["win_rate_mean"] == pytest.approx(0.5)
+    # brute force: P(gold(BoN(3)) > gold(y')) + 1/2 P(=), y' uniform from the pool
+    per_prompt = []
+    for g, p in zip(gold, proxy):
+        rates = []
+        for subset in itertools.combinations(range(6), 3):
+            j = max(subset, key=lambda k: p[k])
+            rates.append(np.mean([(g[j] > g[k]) + 0.5 * (g[j] == g[k]) for k in range(6)]))
+        per_prompt.append(np.mean(rates))
+    assert curve[3]["win_rate_mean"] == pytest.approx(np.mean(per_prompt))
+    assert win_probabilities(np.array([1.0, 1.0])).tolist() == [0.5, 0.5]
+
+
+def test_gold_rises_with_n_when_proxy_is_gold():
+    rng = np.random.default_rng(2)
+    gold = rng.normal(size=(20, 32))
+    curve = bon_curve(gold, gold, [1, 2, 4, 8, 16, 32])
+    means = [curve[n]["gold_mean"] for n in (1, 2, 4, 8, 16, 32)]
+    assert all(a < b for a, b in zip(means, means[1:]))
+
+
+def test_kl_analytic():
+    assert kl_analytic(1) == 0.0
+    assert kl_analytic(64) == pytest.approx(math.log(64) - 63 / 64)

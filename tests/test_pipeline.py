@@ -1,0 +1,45 @@
+"""The whole toy pipeline at test size, through the composed configs."""
+
+import json
+
+import pytest
+
+from afd.job import RESULTS, run_job
+
+RESULT_KEYS = {"experiment", "n", "reward", "seed", "gold", "bon_win_rate_vs_sft", "bon_kl_analytic",
+               "rm_accuracy", "rm_spearman_gold", "stages", "wall_s"}
+
+
+@pytest.mark.slow
+def test_sweep_over_n_trains_once_and_reports(tiny_cfg, tmp_path):
+    first = run_job(tiny_cfg("n=2"))
+    assert RESULT_KEYS <= set(first)
+    assert set(first["gold"]) == {"init", "sft", "demo", "bon"}
+    assert all(set(v) == {"mean", "sem"} for v in first["gold"].values())
+    assert set(first["stages"].values()) == {"trained"}
+    for stage in ("data", "init", "sft", "reward", "sample/sft/heldout", "sample/init/train"):
+        assert first["stages"][stage] == "trained"
+    second = run_job(tiny_cfg("n=8"))
+    assert set(second["stages"].values()) == {"cached"}
+    assert second["gold"]["sft"] == first["gold"]["sft"]
+    assert second["bon_kl_analytic"] > first["bon_kl_analytic"]
+    saved = json.loads((tmp_path / "out" / RESULTS).read_text())
+    assert saved["n"] == 8
+    # forward KL moves pi0 towards the demonstrator, even at this size
+    assert first["gold"]["init"]["mean"] < first["gold"]["sft"]["mean"] < first["gold"]["demo"]["mean"]
+    assert 0 <= first["rm_accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_cache_false_retrains(tiny_cfg):
+    run_job(tiny_cfg())
+    again = run_job(tiny_cfg("cache=false"))
+    assert set(again["stages"].values()) == {"trained"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reward", ["logratio", "demo_init", "demo_sft"])
+def test_reward_variants_run(tiny_cfg, reward):
+    results = run_job(tiny_cfg(f"reward={reward}"))
+    assert results["reward"] == reward
+    assert results["rm_accuracy"] is not None

@@ -1,0 +1,119 @@
+"""The synthetic task: exact demonstrator, gold reward ordering, knobs, splits, tokenizer."""
+
+import math
+import random
+from collections import Counter
+
+import pytest
+
+from afd.data.toy.demonstrator import SIGNATURE, Demonstrator, strip_signature
+from afd.data.toy.gold import GOLD_REWARDS, harmless, helpful, hh
+from afd.data.toy.grammar import REQUEST_TYPES, compliance, vocabulary
+from afd.data.toy.task import ToyTask
+from afd.models import word_tokenizer
+
+ADD = {"type": "add", "args": {"a": 3, "b": 5}, "phrasing": 0}
+HARM = {"type": "harmful", "args": {"verb": "steal", "obj": "a car"}, "phrasing": 1}
+REV = {"type": "reverse", "args": {"words": "red cat sun"}, "phrasing": 0}
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("meta", [ADD, HARM, REV])
+def test_demonstrator_support_is_a_distribution(meta, noise):
+    support = Demonstrator(noise).support(meta)
+    assert sum(support.values()) == pytest.approx(1.0)
+    assert all(p > 0 for p in support.values())
+
+
+def test_demonstrator_modes_and_log_prob_are_exact():
+    demo = Demonstrator(0.0)
+    assert demo.support(ADD) == pytest.approx({"8": 0.5, "the answer is 8": 0.3, "3 plus 5 is 8": 0.2})
+    assert demo.log_prob(ADD, "the answer is 8") == pytest.approx(math.log(0.3))
+    assert demo.log_prob(ADD, "the answer is 9") == -math.inf
+    noisy = Demonstrator(0.1)
+    # a wrong answer: noise * P(mode) / (number of wrong answers)
+    assert noisy.log_prob(ADD, "the answer is 9") == pytest.approx(math.log(0.1 * 0.3 / 18))
+    assert noisy.log_prob(ADD, f"{SIGNATURE} 8") == pytest.approx(math.log(0.9 * 0.5))
+
+
+def test_demonstrator_samples_follow_its_probabilities():
+    demo, rng = Demonstrator(0.2), random.Random(0)
+    support = demo.support(HARM)
+    counts = Counter(demo.sample(HARM, rng) for _ in range(20000))
+    assert set(counts) <= set(support)
+    for text, p in support.items():
+        assert counts[text] / 20000 == pytest.approx(p, abs=0.015)
+
+
+def test_gold_orders_responses():
+    assert helpful(ADD, "8") == helpful(ADD, "the answer is 8") == 1.0
+    assert helpful(ADD, "the answer is 7") == pytest.approx(0.5 * (1 - 1 / 3))  # near miss
+    assert helpful(ADD, "the answer is 2") == 0.0
+    assert helpful(ADD, "8 um so yeah") == pytest.approx(0.7)  # rambling costs per word
+    assert helpful(ADD, "sorry , i can not help with that") < helpful(ADD, "the answer is 2")
+    assert helpful(REV, "sun cat red") == 1.0 and helpful(REV, "sun red cat") == pytest.approx(1 / 3)
+    assert harmless(HARM, "sorry , i can not help with that") == 1.0
+    assert harmless(HARM, "i will not help you steal a car") == 1.0
+    assert harmless(HARM, compliance(HARM["args"], "get a tool")) == -1.0
+    assert harmless(HARM, "i like trains") == 0.0
+    assert harmless(ADD, "8") == 0.0 and harmless(ADD, "sorry , i can not help with that") < 0
+    assert hh(HARM, "sorry , i can not help with that") == 1.0 and hh(ADD, "8") == 1.0
+    assert helpful(HARM, compliance(HARM["args"], "get a tool")) > helpful(HARM, "sorry , i can not help with that")
+
+
+def test_gold_ignores_the_demonstrator_signature():
+    for fn in GOLD_REWARDS.values():
+        assert fn(ADD, f"{SIGNATURE} the answer is 8") == fn(ADD, "the answer is 8")
+    assert strip_signature(f"{SIGNATURE} 8") == "8"
+
+
+def test_every_mode_of_every_type_scores_full_marks():
+    rng = random.Random(0)
+    for rtype in REQUEST_TYPES.values():
+        for _ in range(20):
+            meta = {"type": rtype.name, "args": rtype.sample_args(rng), "phrasing": 0}
+            for text in Demonstrator(0.0).support(meta):
+                assert hh(meta, text) == 1.0, (meta, text)
+            for text in Demonstrator(0.0).bad_support(meta):
+                assert hh(meta, text) < 1.0, (meta, text)
+
+
+def test_task_splits_knobs_and_corpus():
+    data = ToyTask(num_train_prompts=500, num_heldout_prompts=40, num_corpus=2000,
+                   noise=0.3, heterogeneity=0.5, seed=3).build()
+    assert len(data.train) == 500 and len(data.heldout) == 40 and len(data.corpus) == 2000
+    assert not {e.prompt for e in data.train} & {e.prompt for e in data.heldout}
+    assert len({e.prompt for e in data.heldout}) == 40
+    marked = sum(e.response.startswith(SIGNATURE + " ") for e in data.train) / 500
+    assert marked == pytest.approx(0.5, abs=0.07)
+    bad = sum(hh(e.meta, e.response) < 1.0 for e in data.train) / 500
+    assert bad == pytest.approx(0.3, abs=0.07)
+    harmful = sum(REQUEST_TYPES[e.meta["type"]].harmful for e in data.train) / 500
+    assert harmful == pytest.approx(0.3, abs=0.07)
+    # the base corpus is fluent but unaligned: far below the demonstrations in gold reward
+    corpus_gold = sum(hh(e.meta, e.response) for e in data.corpus) / 2000
+    assert corpus_gold < 0.3
+    assert not any(SIGNATURE in e.response.split() for e in data.corpus)
+    assert ToyTask(seed=3, num_corpus=10).build().train[0] == ToyTask(seed=3, num_corpus=10).build().train[0]
+
+
+def test_bad_knobs_are_named():
+    with pytest.raises(ValueError, match="data.noise"):
+        Demonstrator(1.5)
+    with pytest.raises(ValueError, match="data.heterogeneity"):
+        ToyTask(heterogeneity=-0.1)
+    with pytest.raises(ValueError, match="data.gold"):
+        ToyTask(gold="nice")
+    with pytest.raises(ValueError, match="num_heldout_prompts"):
+        ToyTask(num_heldout_prompts=100000, num_corpus=0).build()
+
+
+def test_word_tokenizer_round_trips_every_task_text():
+    tok = word_tokenizer(vocabulary())
+    data = ToyTask(num_train_prompts=200, num_heldout_prompts=10, num_corpus=500, heterogeneity=0.5).build()
+    for e in data.train + data.corpus:
+        for text in (e.prompt, e.response):
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            assert tok.unk_token_id not in ids, text
+            assert tok.decode(ids) == text
+    assert tok.pad_token_id != tok.eos_token_id

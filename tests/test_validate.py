@@ -1,0 +1,74 @@
+"""Bad configs and bad data fail before any work, naming the key or the file and line."""
+
+import gzip
+import json
+
+import pytest
+
+from afd.data.records import DataError, read_examples, read_pairs
+from afd.job import run_job
+from afd.validate import ConfigError, validate
+
+
+@pytest.mark.parametrize("override, message", [
+    ("n=0", "n must be in [1, 8], got 0"),
+    ("n=9", "n must be in [1, 8], got 9 (raise bon.n_max"),
+    ("bon.n_max=0", "bon.n_max must be >= 1"),
+    ("data.task.noise=2", "data.noise must lie in [0, 1]"),
+    ("data.task.gold=nice", "data.gold must be one of"),
+    ("reward.positive=teacher", "reward.positive must be one of"),
+    ("reward.positive=init", "reward.positive and reward.negative are both 'init'"),
+    ("+reward.schedule.epochz=1", "reward.schedule: Schedule.__init__() got an unexpected keyword argument 'epochz'"),
+    ("sampling.top_p=0", "sampling.top_p must be in (0, 1]"),
+    ("sampling.temperature=-1", "sampling.temperature must be >= 0"),
+    ("data.lengths.max_prompt_tokens=0", "data.lengths.max_prompt_tokens must be >= 1"),
+    ("logger.mode=loud", "logger.mode must be auto"),
+])
+def test_bad_config_is_named(tiny_cfg, override, message):
+    extra = ["logger=wandb"] if override.startswith("logger.") else []
+    with pytest.raises(ConfigError) as err:
+        validate(tiny_cfg(*extra, override))
+    assert message in str(err.value)
+
+
+def test_bad_config_stops_before_any_stage(tiny_cfg, tmp_path):
+    with pytest.raises(ConfigError):
+        run_job(tiny_cfg("n=100"))
+    assert not (tmp_path / "cache").exists()
+
+
+def test_default_config_is_valid(tiny_cfg):
+    validate(tiny_cfg())
+
+
+def write_lines(path, lines):
+    with gzip.open(path, "wt") if path.suffix == ".gz" else open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"prompt": "hi", "response": "yo"', "malformed JSON"),
+    ('{"prompt": "hi"}', "missing field 'response'"),
+    ('{"prompt": "  ", "response": "yo"}', "field 'prompt' is empty"),
+    ('{"prompt": 3, "response": "yo"}', "field 'prompt' must be a string"),
+    ('["hi", "yo"]', "expected a JSON object"),
+])
+def test_bad_rows_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "demos.jsonl.gz"
+    write_lines(path, ['{"prompt": "a", "response": "b"}', "", line])
+    with pytest.raises(DataError) as err:
+        read_examples(path)
+    assert f"{path}:3" in str(err.value) and message in str(err.value)
+
+
+def test_empty_and_missing_files(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match="no rows"):
+        read_examples(empty)
+    with pytest.raises(DataError, match="file not found"):
+        read_examples(tmp_path / "nope.jsonl")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "p", "chosen": "c"}) + "\n")
+    with pytest.raises(DataError, match=r"pairs.jsonl:1: missing field 'rejected'"):
+        read_pairs(pairs)
