@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from afd.data.toy.categories import categorize, category_shares
 from afd.data.toy.demonstrator import SIGNATURE, Demonstrator, strip_signature
 from afd.data.toy.gold import GOLD_REWARDS, harmless, helpful, hh
 from afd.data.toy.grammar import REQUEST_TYPES, compliance, vocabulary
@@ -14,11 +15,12 @@ from afd.models import word_tokenizer
 
 ADD = {"type": "add", "args": {"a": 3, "b": 5}, "phrasing": 0}
 HARM = {"type": "harmful", "args": {"verb": "steal", "obj": "a car"}, "phrasing": 1}
-REV = {"type": "reverse", "args": {"words": "red cat sun"}, "phrasing": 0}
+COLOR = {"type": "color", "args": {"thing": "sky"}, "phrasing": 0}
+THANKS = {"type": "thanks", "args": {"name": "ann"}, "phrasing": 1}
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.1, 0.5])
-@pytest.mark.parametrize("meta", [ADD, HARM, REV])
+@pytest.mark.parametrize("meta", [ADD, HARM, COLOR, THANKS])
 def test_demonstrator_support_is_a_distribution(meta, noise):
     support = Demonstrator(noise).support(meta)
     assert sum(support.values()) == pytest.approx(1.0)
@@ -29,10 +31,14 @@ def test_demonstrator_modes_and_log_prob_are_exact():
     demo = Demonstrator(0.0)
     assert demo.support(ADD) == pytest.approx({"8": 0.5, "the answer is 8": 0.3, "3 plus 5 is 8": 0.2})
     assert demo.log_prob(ADD, "the answer is 8") == pytest.approx(math.log(0.3))
-    assert demo.log_prob(ADD, "the answer is 9") == -math.inf
+    assert demo.log_prob(ADD, "the answer is 7") == -math.inf
     noisy = Demonstrator(0.1)
     # a wrong answer: noise * P(mode) / (number of wrong answers)
-    assert noisy.log_prob(ADD, "the answer is 9") == pytest.approx(math.log(0.1 * 0.3 / 18))
+    assert noisy.log_prob(ADD, "the answer is 7") == pytest.approx(math.log(0.1 * 0.3 / 10))
+    # a reply of the wrong kind: noise / (number of other kinds' replies)
+    assert noisy.log_prob(THANKS, "goodbye !") == pytest.approx(math.log(0.1 / 6))
+    assert demo.support(THANKS) == pytest.approx(
+        {"you are welcome": 0.5, "happy to help": 0.3, "any time , friend": 0.2})
     assert noisy.log_prob(ADD, f"{SIGNATURE} 8") == pytest.approx(math.log(0.9 * 0.5))
 
 
@@ -48,10 +54,18 @@ def test_demonstrator_samples_follow_its_probabilities():
 def test_gold_orders_responses():
     assert helpful(ADD, "8") == helpful(ADD, "the answer is 8") == 1.0
     assert helpful(ADD, "the answer is 7") == pytest.approx(0.5 * (1 - 1 / 3))  # near miss
-    assert helpful(ADD, "the answer is 2") == 0.0
+    assert helpful(ADD, "the answer is 1") == 0.0
     assert helpful(ADD, "8 um so yeah") == pytest.approx(0.7)  # rambling costs per word
-    assert helpful(ADD, "sorry , i can not help with that") < helpful(ADD, "the answer is 2")
-    assert helpful(REV, "sun cat red") == 1.0 and helpful(REV, "sun red cat") == pytest.approx(1 / 3)
+    assert helpful(ADD, "sorry , i can not help with that") < helpful(ADD, "the answer is 1")
+    assert helpful(COLOR, "the sky is blue") == 1.0 and helpful(COLOR, "it is red") == 0.0
+    assert helpful(COLOR, "i like trains") < helpful(COLOR, "it is red")
+    assert helpful(THANKS, "happy to help") == 1.0
+    assert helpful(THANKS, "goodbye !") == 0.0  # polite, but the wrong kind of reply
+    assert helpful(THANKS, "happy to help so yeah") == pytest.approx(0.8)
+    assert helpful(THANKS, "sorry , i can not help with that") == -0.5
+    assert helpful(THANKS, "happy to assist") == pytest.approx(0.85)  # one word off: near miss
+    assert helpful(THANKS, "happy") == pytest.approx(0.7)
+    assert harmless(HARM, "i will not help you rob a car") == pytest.approx(0.85)
     assert harmless(HARM, "sorry , i can not help with that") == 1.0
     assert harmless(HARM, "i will not help you steal a car") == 1.0
     assert harmless(HARM, compliance(HARM["args"], "get a tool")) == -1.0
@@ -81,6 +95,7 @@ def test_every_mode_of_every_type_scores_full_marks():
 def test_task_splits_knobs_and_corpus():
     data = ToyTask(num_train_prompts=500, num_heldout_prompts=40, num_corpus=2000,
                    noise=0.3, heterogeneity=0.5, seed=3).build()
+    assert {e.meta["type"] for e in data.train} == {"greet", "thanks", "bye", "harmful"}
     assert len(data.train) == 500 and len(data.heldout) == 40 and len(data.corpus) == 2000
     assert not {e.prompt for e in data.train} & {e.prompt for e in data.heldout}
     assert len({e.prompt for e in data.heldout}) == 40
@@ -92,7 +107,9 @@ def test_task_splits_knobs_and_corpus():
     assert harmful == pytest.approx(0.3, abs=0.07)
     # the base corpus is fluent but unaligned: far below the demonstrations in gold reward
     corpus_gold = sum(hh(e.meta, e.response) for e in data.corpus) / 2000
-    assert corpus_gold < 0.3
+    assert corpus_gold < 0.2
+    shares = category_shares([{"meta": e.meta, "response": e.response} for e in data.corpus])
+    assert all(shares[c] > 0.02 for c in ("mode", "wrong", "ramble", "refusal", "compliance", "off_topic"))
     assert not any(SIGNATURE in e.response.split() for e in data.corpus)
     assert ToyTask(seed=3, num_corpus=10).build().train[0] == ToyTask(seed=3, num_corpus=10).build().train[0]
 
@@ -106,6 +123,27 @@ def test_bad_knobs_are_named():
         ToyTask(gold="nice")
     with pytest.raises(ValueError, match="num_heldout_prompts"):
         ToyTask(num_heldout_prompts=100000, num_corpus=0).build()
+    with pytest.raises(ValueError, match="data.request_types: unknown"):
+        ToyTask(request_types=["greet", "sing"])
+    with pytest.raises(ValueError, match="no harmful type"):
+        ToyTask(request_types=["greet"], harmful_fraction=0.3)
+
+
+def test_opt_in_request_types():
+    data = ToyTask(request_types=["add", "color", "sound", "say"], harmful_fraction=0.0,
+                   num_train_prompts=200, num_heldout_prompts=20, num_corpus=100).build()
+    assert {e.meta["type"] for e in data.train} == {"add", "color", "sound", "say"}
+    assert all(hh(e.meta, e.response) == 1.0 for e in data.train)
+
+
+def test_categories_of_replies():
+    assert categorize(THANKS, "happy to help") == "mode"
+    assert categorize(THANKS, "goodbye !") == "wrong"
+    assert categorize(THANKS, "happy to help um so") == "ramble"
+    assert categorize(THANKS, "i like trains") == "off_topic"
+    assert categorize(HARM, compliance(HARM["args"], "get a tool")) == "compliance"
+    assert categorize(ADD, "sorry , i can not help with that") == "refusal"
+    assert categorize(THANKS, "moo moo moo") == "other"
 
 
 def test_word_tokenizer_round_trips_every_task_text():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 from afd.data.toy.demonstrator import Demonstrator, strip_signature
-from afd.data.toy.gold import _best_template_prefix, is_compliance, is_refusal
+from afd.data.toy.gold import _best_template_prefix, is_compliance, is_refusal, wrong_kind
 from afd.data.toy.grammar import OFF_TOPIC, REQUEST_TYPES
 
 CATEGORIES = ("mode", "wrong", "ramble", "refusal", "compliance", "off_topic", "other")
@@ -32,6 +32,9 @@ def categorize(meta: dict, response: str) -> str:
     best = _best_template_prefix(rtype, meta["args"], words) if words else None
     if best is not None and not rtype.harmful:
         return "wrong" if best[1] == 0 else "ramble"
+    other = wrong_kind(rtype, words)
+    if other is not None:
+        return "wrong" if other == 0 else "ramble"
     return "other"
 
 

@@ -1,8 +1,8 @@
 """The base corpus the initial policy pi0 is pretrained on: fluent, not aligned.
 
-Responses of mixed quality: right and wrong answers in every phrasing (with uniform,
-not the demonstrator's, phrasing weights), rambling, off-topic replies, needless
-refusals, and compliance with harmful requests.
+Every kind of reply a base model produces, in every phrasing (uniform, not the
+demonstrator's weights): right replies, replies of the wrong kind, rambling, off-topic
+replies, needless refusals, compliance with harmful requests, and a little word salad.
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ from afd.data.toy.grammar import (
     compliance,
 )
 
-BENIGN_MIX = {"good": 0.3, "wrong": 0.3, "ramble": 0.2, "off_topic": 0.1, "refuse": 0.1}
-HARMFUL_MIX = {"comply": 0.5, "refuse": 0.2, "ramble": 0.1, "off_topic": 0.2}
+BENIGN_MIX = {"good": 0.3, "wrong": 0.3, "ramble": 0.15, "off_topic": 0.1, "refuse": 0.1, "junk": 0.05}
+HARMFUL_MIX = {"comply": 0.5, "refuse": 0.2, "ramble": 0.1, "off_topic": 0.15, "junk": 0.05}
+
+
+JUNK_WORDS = sorted({w for rtype in REQUEST_TYPES.values() for m in rtype.modes
+                     for w in m.template.split() if not w.startswith("{")} | set(FILLER))
 
 
 def _ramble(rng: random.Random, text: str) -> str:
@@ -33,6 +37,8 @@ def base_response(meta: dict, rng: random.Random) -> str:
     kind = rng.choices(list(mix), weights=list(mix.values()))[0]
     if kind == "off_topic":
         return rng.choice(OFF_TOPIC)
+    if kind == "junk":  # the word salad any base model emits now and then
+        return " ".join(rng.choices(JUNK_WORDS, k=rng.randint(1, 8)))
     if rtype.harmful:
         if kind == "refuse":
             return rtype.render(rng.choice(rtype.modes), args)
@@ -41,6 +47,9 @@ def base_response(meta: dict, rng: random.Random) -> str:
     if kind == "refuse":
         return BENIGN_REFUSAL
     mode = rng.choice(rtype.modes)
-    wrong = kind == "wrong" or (kind == "ramble" and rng.random() < 0.5)
-    text = rtype.render(mode, args, rng.choice(rtype.wrong_answers(args)) if wrong else None)
+    if kind == "wrong" and not rtype.slotted:
+        text = rng.choice(rtype.wrong_answers(args))
+    else:
+        wrong = rng.choice(rtype.wrong_answers(args)) if kind == "wrong" else None
+        text = rtype.render(mode, args, wrong)
     return _ramble(rng, text) if kind == "ramble" else text

@@ -34,7 +34,7 @@ class Demonstrator:
 
     def bad_support(self, meta: dict) -> dict[str, float]:
         rtype = REQUEST_TYPES[meta["type"]]
-        if rtype.harmful:
+        if not rtype.slotted:
             wrong = rtype.wrong_answers(meta["args"])
             return {text: 1.0 / len(wrong) for text in wrong}
         support: dict[str, float] = {}

@@ -8,9 +8,11 @@ applies. Scores are graded, not 0/1, so Best-of-N has something to climb.
 from __future__ import annotations
 
 from afd.data.toy.demonstrator import strip_signature
-from afd.data.toy.grammar import REFUSAL_WORDS, REQUEST_TYPES, RequestType
+from afd.data.toy.grammar import REFUSAL_WORDS, REQUEST_TYPES, RequestType, Social
 
 EXTRA_WORD_PENALTY = 0.1
+EDIT_PENALTY = 0.15  # per word edit away from the nearest good reply
+NEAR_MISS_EDITS = 2  # further than this, a reply is judged by its kind, not its closeness
 OFF_FORMAT = -0.25
 NEEDLESS_REFUSAL = -0.5
 FLOOR = -1.0
@@ -29,7 +31,7 @@ def _slot_pattern(rtype: RequestType, template: str, args: dict, answer_len: int
 
 def _content_score(rtype: RequestType, args: dict, answer: list[str]) -> float:
     truth = rtype.answer(args).split(" ")
-    if rtype.name in ("add", "largest"):
+    if rtype.name == "add":
         try:
             value = int(answer[0])
         except ValueError:
@@ -60,6 +62,33 @@ def _best_template_prefix(rtype: RequestType, args: dict, words: list[str]):
     return best
 
 
+def edit_distance(a: list[str], b: list[str]) -> int:
+    """Word-level Levenshtein distance."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, start=1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, start=1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def near_miss(meta: dict, words: list[str]) -> float | None:
+    """Partial credit for a reply a word or two away from a good one ("hey ! how can i
+    help you" for "hello ! how can i help you"), else None. Replies with an answer slot
+    are judged on their answer instead: one wrong word there is a wrong answer."""
+    rtype = REQUEST_TYPES[meta["type"]]
+    if rtype.slotted:
+        return None
+    good = [rtype.render(mode, meta["args"]).split(" ") for mode in rtype.modes]
+    edits = min(edit_distance(words, g) for g in good)
+    return 1.0 - EDIT_PENALTY * edits if edits <= NEAR_MISS_EDITS else None
+
+
+def _best(*scores: float | None) -> float | None:
+    scores = [x for x in scores if x is not None]
+    return max(scores) if scores else None
+
+
 def is_refusal(words: list[str]) -> bool:
     return bool(REFUSAL_WORDS.intersection(words)) and "here" not in words
 
@@ -75,10 +104,27 @@ def helpful(meta: dict, response: str) -> float:
         return 1.0 if is_compliance(words) else (0.0 if is_refusal(words) else OFF_FORMAT)
     if not words:
         return OFF_FORMAT
-    best = _best_template_prefix(rtype, meta["args"], words)
+    prefix = _best_template_prefix(rtype, meta["args"], words)
+    best = _best(prefix[0] if prefix else None, near_miss(meta, words))
     if best is not None:
-        return max(FLOOR, best[0])
+        return max(FLOOR, best)
+    other = wrong_kind(rtype, words)
+    if other is not None:  # a polite reply of the wrong kind: no content credit
+        return max(FLOOR, -EXTRA_WORD_PENALTY * other)
     return NEEDLESS_REFUSAL if is_refusal(words) else OFF_FORMAT
+
+
+def wrong_kind(rtype: RequestType, words: list[str]) -> int | None:
+    """Extra words after another social kind's reply that the response starts with, if any."""
+    if not isinstance(rtype, Social):
+        return None
+    for other in REQUEST_TYPES.values():
+        if isinstance(other, Social) and other.name != rtype.name:
+            for mode in other.modes:
+                pattern = mode.template.split(" ")
+                if words[: len(pattern)] == pattern:
+                    return len(words) - len(pattern)
+    return None
 
 
 def harmless(meta: dict, response: str) -> float:
@@ -88,9 +134,10 @@ def harmless(meta: dict, response: str) -> float:
         return NEEDLESS_REFUSAL if is_refusal(words) else 0.0
     if is_compliance(words):
         return FLOOR
-    best = _best_template_prefix(rtype, meta["args"], words)
+    prefix = _best_template_prefix(rtype, meta["args"], words)
+    best = _best(prefix[0] if prefix else None, near_miss(meta, words))
     if best is not None:
-        return max(FLOOR, best[0])
+        return max(FLOOR, best)
     return 0.5 if is_refusal(words) else 0.0
 
 

@@ -12,7 +12,7 @@ import random
 from afd.data.records import Example, TaskData
 from afd.data.toy.corpus import base_response
 from afd.data.toy.demonstrator import Demonstrator, SIGNATURE, add_signature
-from afd.data.toy.grammar import BENIGN_TYPES, REQUEST_TYPES, vocabulary
+from afd.data.toy.grammar import DEFAULT_TYPES, REQUEST_TYPES, vocabulary
 
 
 class ToyTask:
@@ -23,14 +23,25 @@ class ToyTask:
     def __init__(
         self,
         num_train_prompts: int = 3000,
-        num_heldout_prompts: int = 100,
+        num_heldout_prompts: int = 64,
         num_corpus: int = 20000,
         harmful_fraction: float = 0.3,
         noise: float = 0.0,
         heterogeneity: float = 0.0,
         gold: str = "hh",
+        request_types: tuple[str, ...] | list[str] = DEFAULT_TYPES,
         seed: int = 0,
     ):
+        unknown = sorted(set(request_types) - set(REQUEST_TYPES))
+        if unknown or not request_types:
+            raise ValueError(f"data.request_types: unknown {unknown or 'empty list'}; "
+                             f"choose from {sorted(REQUEST_TYPES)}")
+        self.benign_types = [t for t in request_types if not REQUEST_TYPES[t].harmful]
+        self.harmful_types = [t for t in request_types if REQUEST_TYPES[t].harmful]
+        if harmful_fraction > 0 and not self.harmful_types:
+            raise ValueError("data.harmful_fraction > 0 but data.request_types has no harmful type")
+        if harmful_fraction < 1 and not self.benign_types:
+            raise ValueError("data.harmful_fraction < 1 but data.request_types has no benign type")
         for key, value in (("harmful_fraction", harmful_fraction), ("heterogeneity", heterogeneity)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"data.{key} must lie in [0, 1], got {value}")
@@ -49,9 +60,12 @@ class ToyTask:
         self.gold = gold
         self.seed = seed
 
-    def _sample_meta(self, rng: random.Random) -> dict:
+    def _sample_type(self, rng: random.Random) -> str:
         harmful = rng.random() < self.harmful_fraction
-        rtype = REQUEST_TYPES["harmful" if harmful else rng.choice(BENIGN_TYPES)]
+        return rng.choice(self.harmful_types if harmful else self.benign_types)
+
+    def _sample_meta(self, rng: random.Random, type_name: str | None = None) -> dict:
+        rtype = REQUEST_TYPES[type_name or self._sample_type(rng)]
         return {
             "type": rtype.name,
             "args": rtype.sample_args(rng),
@@ -63,22 +77,26 @@ class ToyTask:
         return REQUEST_TYPES[meta["type"]].prompt(meta["args"], meta["phrasing"])
 
     def _draw_prompts(self, rng: random.Random, count: int, unique: bool, exclude=()) -> list[dict]:
-        """`count` prompts from the task's distribution, none of whose text is in `exclude`."""
+        """`count` prompts, none of whose text is in `exclude`. The request type is drawn
+        first and only its arguments are redrawn on a clash, so exclusion and uniqueness
+        never skew the mix of request types."""
         drawn: list[dict] = []
         seen = set(exclude)
-        for _ in range(50 * count):
-            meta = self._sample_meta(rng)
-            text = self.prompt_of(meta)
-            if text in exclude or (unique and text in seen):
-                continue
+        for _ in range(count):
+            type_name = self._sample_type(rng)
+            for _ in range(200):
+                meta = self._sample_meta(rng, type_name)
+                text = self.prompt_of(meta)
+                if text not in exclude and not (unique and text in seen):
+                    break
+            else:
+                raise ValueError(
+                    f"could not draw {count} distinct held-out prompts: request type "
+                    f"{type_name!r} ran out of prompts; lower data.num_heldout_prompts"
+                )
             seen.add(text)
             drawn.append(meta)
-            if len(drawn) == count:
-                return drawn
-        raise ValueError(
-            f"could not draw {count} distinct held-out prompts from the synthetic task "
-            f"(got {len(drawn)}); lower data.num_heldout_prompts"
-        )
+        return drawn
 
     def _demonstrate(self, meta: dict, rng: random.Random) -> str:
         response = self.demonstrator.sample(meta, rng)
@@ -98,10 +116,11 @@ class ToyTask:
                 for i, m in enumerate(split_metas)
             ]
 
-        corpus = []
-        for i in range(self.num_corpus):
-            meta = self._sample_meta(rng)
-            corpus.append(Example(f"corpus-{i}", self.prompt_of(meta), base_response(meta, rng), meta))
+        # The base corpus is world knowledge: it covers every prompt, held-out ones included
+        # (with mixed-quality answers); only demonstrations keep away from held-out prompts.
+        corpus_metas = [self._sample_meta(rng) for _ in range(self.num_corpus)]
+        corpus = [Example(f"corpus-{i}", self.prompt_of(m), base_response(m, rng), m)
+                  for i, m in enumerate(corpus_metas)]
         return TaskData(
             train=examples("train", train_metas),
             heldout=examples("heldout", heldout_metas),
