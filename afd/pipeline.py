@@ -59,6 +59,19 @@ class Pipeline:
         return self._node("data", "data", {"task": task_cfg}, {},
                           lambda out: data_stage.build(out, instantiate(task_cfg)))
 
+    def corpus(self) -> Artifact:
+        """The pretraining corpus; keyed only by the task knobs it reads."""
+        task_cfg = self.cfg.data.task
+        task = instantiate(task_cfg)
+        if not hasattr(task, "build_corpus"):
+            raise ValueError(
+                f"model {self.cfg.model._target_} is built from scratch and needs a pretraining "
+                f"corpus, but data {task_cfg._target_} has none: use a pretrained model "
+                "(model=gpt2, or model.name_or_path=...)")
+        config = {"_target_": task_cfg._target_, **{k: task_cfg[k] for k in task.corpus_keys}}
+        return self._node("corpus", "corpus", {"task": config}, {},
+                          lambda out: data_stage.build_corpus(out, task))
+
     def _training(self, name: str) -> dict:
         """The config a training stage reads: its own node, lengths, hardware and seed."""
         return {name: self.cfg[name], "lengths": self.cfg.data.lengths,
@@ -71,10 +84,10 @@ class Pipeline:
             art = Artifact("model", key, Path(spec.name_or_path), "reference")
             self.artifacts["init"], self.status["init"] = art, "reference"
             return art
-        data = self.data()
+        corpus = self.corpus()
         config = {**self._training("pretrain"), "model": self.cfg.model}
-        return self._node("init", "pretrain", config, {"data": data}, lambda out: pretrain_stage.build(
-            out, data.path, spec, self._schedule("pretrain"), self._optim("pretrain"), self.lengths,
+        return self._node("init", "pretrain", config, {"corpus": corpus}, lambda out: pretrain_stage.build(
+            out, corpus.path, spec, self._schedule("pretrain"), self._optim("pretrain"), self.lengths,
             self.cfg.trainer, self.cfg.seed, self.tracker.lightning_logger("pretrain"), self.cfg.progress))
 
     def sft_policy(self) -> Artifact:

@@ -47,6 +47,12 @@ def compose_config(overrides: list[str], cache_dir: Path | None = None):
         return compose(config_name="config", overrides=[*overrides, *extra])
 
 
+@pytest.fixture(scope="session")
+def toy_cache(tmp_path_factory):
+    """One stage cache for the full-size synthetic-task runs, so they share pi0."""
+    return tmp_path_factory.mktemp("toy_cache")
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path):
     def make(*overrides: str):

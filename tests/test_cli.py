@@ -62,12 +62,12 @@ def test_bad_input_fails_fast_and_names_the_key(tmp_path, args, message):
 
 
 @pytest.mark.slow
-def test_the_literal_default_sweep(tmp_path):
+def test_the_literal_default_sweep(tmp_path, toy_cache):
     """`python -m afd.train +experiment=toy -m n=4,16,64` exactly as typed, W&B offline."""
     env_keys = ("WANDB_MODE", "WANDB_API_KEY")
     saved = {k: os.environ.pop(k, None) for k in env_keys}
     try:
-        env = {**os.environ, "AFD_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT),
+        env = {**os.environ, "AFD_CACHE_DIR": str(toy_cache), "PYTHONPATH": str(ROOT),
                "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}  # no ~/.netrc: W&B goes offline
         proc = subprocess.run([sys.executable, "-m", "afd.train", "+experiment=toy", "-m", "n=4,16,64"],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)

@@ -93,10 +93,11 @@ def test_every_mode_of_every_type_scores_full_marks():
 
 
 def test_task_splits_knobs_and_corpus():
-    data = ToyTask(num_train_prompts=500, num_heldout_prompts=40, num_corpus=2000,
-                   noise=0.3, heterogeneity=0.5, seed=3).build()
+    task = ToyTask(num_train_prompts=500, num_heldout_prompts=40, num_corpus=2000,
+                   noise=0.3, heterogeneity=0.5, seed=3)
+    data, corpus = task.build(), task.build_corpus().corpus
     assert {e.meta["type"] for e in data.train} == {"greet", "thanks", "bye", "harmful"}
-    assert len(data.train) == 500 and len(data.heldout) == 40 and len(data.corpus) == 2000
+    assert len(data.train) == 500 and len(data.heldout) == 40 and len(corpus) == 2000
     assert not {e.prompt for e in data.train} & {e.prompt for e in data.heldout}
     assert len({e.prompt for e in data.heldout}) == 40
     marked = sum(e.response.startswith(SIGNATURE + " ") for e in data.train) / 500
@@ -106,12 +107,18 @@ def test_task_splits_knobs_and_corpus():
     harmful = sum(REQUEST_TYPES[e.meta["type"]].harmful for e in data.train) / 500
     assert harmful == pytest.approx(0.3, abs=0.07)
     # the base corpus is fluent but unaligned: far below the demonstrations in gold reward
-    corpus_gold = sum(hh(e.meta, e.response) for e in data.corpus) / 2000
+    corpus_gold = sum(hh(e.meta, e.response) for e in corpus) / 2000
     assert corpus_gold < 0.2
-    shares = category_shares([{"meta": e.meta, "response": e.response} for e in data.corpus])
+    shares = category_shares([{"meta": e.meta, "response": e.response} for e in corpus])
     assert all(shares[c] > 0.02 for c in ("mode", "wrong", "ramble", "refusal", "compliance", "off_topic"))
-    assert not any(SIGNATURE in e.response.split() for e in data.corpus)
-    assert ToyTask(seed=3, num_corpus=10).build().train[0] == ToyTask(seed=3, num_corpus=10).build().train[0]
+    assert not any(SIGNATURE in e.response.split() for e in corpus)
+    assert ToyTask(seed=3).build().train[0] == ToyTask(seed=3).build().train[0]
+    # the corpus ignores the demonstration knobs, so pi0 is shared across their sweeps
+    assert ToyTask(num_corpus=50, noise=0.5).build_corpus().corpus == ToyTask(num_corpus=50).build_corpus().corpus
+    # and noise or heterogeneity change demonstrations, never which prompts are drawn
+    noisy = ToyTask(noise=0.5, heterogeneity=1.0, num_train_prompts=50).build()
+    clean = ToyTask(num_train_prompts=50).build()
+    assert [e.prompt for e in noisy.train] == [e.prompt for e in clean.train]
 
 
 def test_bad_knobs_are_named():
@@ -149,7 +156,7 @@ def test_categories_of_replies():
 def test_word_tokenizer_round_trips_every_task_text():
     tok = word_tokenizer(vocabulary())
     data = ToyTask(num_train_prompts=200, num_heldout_prompts=10, num_corpus=500, heterogeneity=0.5).build()
-    for e in data.train + data.corpus:
+    for e in data.train + ToyTask(num_corpus=500).build_corpus().corpus:
         for text in (e.prompt, e.response):
             ids = tok(text, add_special_tokens=False)["input_ids"]
             assert tok.unk_token_id not in ids, text

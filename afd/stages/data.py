@@ -29,17 +29,23 @@ def build(out_dir: Path, task) -> dict:
     _check(data.heldout, "heldout")
     write_jsonl(out_dir / FILES["train"], data.train)
     write_jsonl(out_dir / FILES["heldout"], data.heldout)
-    if data.corpus:
-        write_jsonl(out_dir / FILES["corpus"], data.corpus)
     if data.pairs:
         write_jsonl(out_dir / FILES["pairs"], data.pairs)
     (out_dir / "info.json").write_text(json.dumps(data.info, indent=2))
     return {
         "train_rows": len(data.train),
         "heldout_rows": len(data.heldout),
-        "corpus_rows": len(data.corpus),
         "pair_rows": len(data.pairs),
     }
+
+
+def build_corpus(out_dir: Path, task) -> dict:
+    """Stage `corpus`: the pretraining corpus of a task that has one (the synthetic task)."""
+    data: TaskData = task.build_corpus()
+    _check(data.corpus, "corpus")
+    write_jsonl(out_dir / FILES["corpus"], data.corpus)
+    (out_dir / "info.json").write_text(json.dumps(data.info, indent=2))
+    return {"corpus_rows": len(data.corpus)}
 
 
 class DataDir:
@@ -57,9 +63,6 @@ class DataDir:
         if not path.exists():
             raise DataError(f"{self.info.get('name')}: this task has no preference pairs")
         return read_pairs(path)
-
-    def has_corpus(self) -> bool:
-        return (self.path / FILES["corpus"]).exists()
 
     @property
     def demonstrator_only_tokens(self) -> list[str]:

@@ -18,15 +18,9 @@ from afd.stages.data import DataDir
 from afd.training import Schedule, final_metrics, fit
 
 
-def build(out_dir: Path, data_dir: Path, model_spec, schedule: Schedule, optim: OptimConfig,
+def build(out_dir: Path, corpus_dir: Path, model_spec, schedule: Schedule, optim: OptimConfig,
           lengths: Lengths, trainer_cfg, seed: int, logger=None, progress=True) -> dict:
-    data = DataDir(data_dir)
-    if not data.has_corpus():
-        raise ValueError(
-            f"model {type(model_spec).__name__} is built from scratch and needs a pretraining "
-            f"corpus, but data {data.info.get('name')!r} has none: use a pretrained model "
-            "(model=gpt2 or model.name_or_path=...)"
-        )
+    data = DataDir(corpus_dir)
     corpus = data.examples("corpus")
     rows = [(e.prompt, e.response) for e in corpus]
     L.seed_everything(seed, workers=True, verbose=False)

@@ -116,15 +116,9 @@ class ToyTask:
                 for i, m in enumerate(split_metas)
             ]
 
-        # The base corpus is world knowledge: it covers every prompt, held-out ones included
-        # (with mixed-quality answers); only demonstrations keep away from held-out prompts.
-        corpus_metas = [self._sample_meta(rng) for _ in range(self.num_corpus)]
-        corpus = [Example(f"corpus-{i}", self.prompt_of(m), base_response(m, rng), m)
-                  for i, m in enumerate(corpus_metas)]
         return TaskData(
             train=examples("train", train_metas),
             heldout=examples("heldout", heldout_metas),
-            corpus=corpus,
             info={
                 "name": self.name,
                 "gold": self.gold,
@@ -134,3 +128,16 @@ class ToyTask:
                 "vocabulary": vocabulary(),
             },
         )
+
+    # The corpus reads only these knobs, so sweeping noise or heterogeneity reuses pi0.
+    corpus_keys = ("num_corpus", "harmful_fraction", "request_types", "seed")
+
+    def build_corpus(self) -> TaskData:
+        """The base corpus is world knowledge: it covers every prompt, held-out ones
+        included (with mixed-quality answers); only demonstrations avoid held-out prompts."""
+        rng = random.Random(f"{self.seed}-corpus")
+        metas = [self._sample_meta(rng) for _ in range(self.num_corpus)]
+        corpus = [Example(f"corpus-{i}", self.prompt_of(m), base_response(m, rng), m)
+                  for i, m in enumerate(metas)]
+        return TaskData(train=[], heldout=[], corpus=corpus,
+                        info={"name": self.name, "vocabulary": vocabulary()})
