@@ -123,6 +123,10 @@ class Pipeline:
             self.lengths, seed, self.cfg.progress))
 
     def _reward_rows(self, source: str, recipe) -> tuple[Artifact, list[dict]]:
+        if source == "pairs":
+            data = self.data()
+            pairs = DataDir(data.path).pairs()
+            return data, [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
         if source == "demo":
             data = self.data()
             demos = DataDir(data.path).examples("train")[: recipe.num_prompts]

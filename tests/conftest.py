@@ -27,6 +27,7 @@ TINY = [
     "data.task.num_train_prompts=240",
     "data.task.num_heldout_prompts=6",
     "data.task.num_corpus=1200",
+    "data.task.num_pairs=120",
     "model.n_embd=32",
     "model.n_head=2",
     "model.n_layer=1",
@@ -55,8 +56,9 @@ def toy_cache(tmp_path_factory):
 
 @pytest.fixture
 def tiny_cfg(tmp_path):
-    def make(*overrides: str):
-        cfg = compose_config([*TINY, *overrides], tmp_path / "cache")
+    def make(*overrides: str, drop: tuple[str, ...] = ()):
+        base = [o for o in TINY if not o.startswith(drop)] if drop else TINY
+        cfg = compose_config([*base, *overrides], tmp_path / "cache")
         from omegaconf import open_dict
 
         with open_dict(cfg):

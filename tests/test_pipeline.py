@@ -38,8 +38,9 @@ def test_cache_false_retrains(tiny_cfg):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("reward", ["logratio", "demo_init", "demo_sft"])
+@pytest.mark.parametrize("reward", ["logratio", "demo_init", "demo_sft", "bt"])
 def test_reward_variants_run(tiny_cfg, reward):
-    results = run_job(tiny_cfg(f"reward={reward}"))
+    drop = ("reward.num_prompts",) if reward == "bt" else ()
+    results = run_job(tiny_cfg(f"reward={reward}", drop=drop))
     assert results["reward"] == reward
     assert results["rm_accuracy"] is not None

@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 
-from afd.batching import ClassifierCollator, Lengths
+from afd.batching import ClassifierCollator, Lengths, PairCollator
 from afd.models import load_classifier, load_tokenizer
 from afd.modules.optim import OptimConfig
 from afd.modules.reward import RewardModule
@@ -145,3 +145,52 @@ class LogRatio:
         _, val = split_by_prompt(rows, self.val_fraction, seed)
         scores = load_scorer(out_dir).score([{"prompt": p, "response": r} for p, r, _ in val])
         return {"accuracy": accuracy(scores, np.array([t for _, _, t in val])), "val_rows": len(val)}
+
+
+@dataclass
+class BradleyTerry:
+    """The preference baseline: a Bradley-Terry reward model on (chosen, rejected) pairs.
+    Held-out accuracy is the share of held-out pairs it orders correctly."""
+
+    name: str = "bt"
+    backbone: str = "sft"
+    num_pairs: int | None = None  # None: every pair of the task
+    val_fraction: float = 0.1
+    schedule: Schedule = field(default_factory=Schedule)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self):
+        self.schedule = as_dataclass(Schedule, self.schedule, "reward.schedule")
+        self.optim = as_dataclass(OptimConfig, self.optim, "reward.optim")
+        if self.backbone not in ("init", "sft"):
+            raise ValueError(f"reward.backbone must be 'init' or 'sft', got {self.backbone!r}")
+
+    def sources(self) -> dict[str, str]:
+        return {"pairs": "pairs"}
+
+    def policies(self) -> dict[str, str]:
+        return {"backbone": self.backbone}
+
+    def build(self, out_dir: Path, inputs: RewardInputs, lengths: Lengths, trainer_cfg, seed: int,
+              logger=None, progress=True) -> dict:
+        pairs = inputs.rows["pairs"][: self.num_pairs] if self.num_pairs else inputs.rows["pairs"]
+        rows = [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs]
+        train, val = split_by_prompt(rows, self.val_fraction, seed)
+        L.seed_everything(seed, workers=True, verbose=False)
+        backbone = inputs.policies["backbone"]
+        tokenizer = load_tokenizer(backbone)
+        model = load_classifier(backbone, tokenizer)
+        module = RewardModule(model, self.optim, self.schedule.total_steps(len(train)), "bt")
+        fit(module, train, val, PairCollator(tokenizer, lengths), self.schedule, trainer_cfg,
+            logger, seed, progress)
+        module.model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        save_scorer_spec(out_dir, {
+            "_target_": "afd.scoring.ClassifierScorer", "path": ".",
+            "max_prompt_tokens": lengths.max_prompt_tokens,
+            "max_response_tokens": lengths.max_response_tokens,
+        })
+        chosen = classifier_scores(module.model, tokenizer, [{"prompt": p, "response": c} for p, c, _ in val], lengths)
+        rejected = classifier_scores(module.model, tokenizer, [{"prompt": p, "response": r} for p, _, r in val], lengths)
+        return {"accuracy": float((chosen > rejected).mean()) if len(val) else float("nan"),
+                "train_pairs": len(train), "val_pairs": len(val), **final_metrics(logger)}

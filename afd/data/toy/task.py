@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import random
 
-from afd.data.records import Example, TaskData
+from afd.data.records import Example, Pair, TaskData
 from afd.data.toy.corpus import base_response
 from afd.data.toy.demonstrator import Demonstrator, SIGNATURE, add_signature
+from afd.data.toy.gold import GOLD_REWARDS
 from afd.data.toy.grammar import DEFAULT_TYPES, REQUEST_TYPES, vocabulary
 
 
@@ -30,6 +31,7 @@ class ToyTask:
         heterogeneity: float = 0.0,
         gold: str = "hh",
         request_types: tuple[str, ...] | list[str] = DEFAULT_TYPES,
+        num_pairs: int = 2000,
         seed: int = 0,
     ):
         unknown = sorted(set(request_types) - set(REQUEST_TYPES))
@@ -58,6 +60,7 @@ class ToyTask:
         self.demonstrator = Demonstrator(noise)
         self.heterogeneity = heterogeneity
         self.gold = gold
+        self.num_pairs = num_pairs
         self.seed = seed
 
     def _sample_type(self, rng: random.Random) -> str:
@@ -119,6 +122,7 @@ class ToyTask:
         return TaskData(
             train=examples("train", train_metas),
             heldout=examples("heldout", heldout_metas),
+            pairs=self._pairs(train_metas),
             info={
                 "name": self.name,
                 "gold": self.gold,
@@ -128,6 +132,25 @@ class ToyTask:
                 "vocabulary": vocabulary(),
             },
         )
+
+    def _pairs(self, metas: list[dict]) -> list[Pair]:
+        """Preference pairs on training prompts for the Bradley-Terry baseline: two replies
+        (demonstrator or base corpus), the one with the higher gold reward chosen; ties
+        are redrawn. Their own RNG keeps demonstrations identical with or without pairs."""
+        rng, score = random.Random(f"{self.seed}-pairs"), GOLD_REWARDS[self.gold]
+        pairs: list[Pair] = []
+        for i in range(self.num_pairs):
+            meta = metas[i % len(metas)]
+            for _ in range(50):
+                a, b = (self.demonstrator.sample(meta, rng) if rng.random() < 0.5
+                        else base_response(meta, rng) for _ in range(2))
+                if score(meta, a) != score(meta, b):
+                    break
+            else:
+                continue
+            chosen, rejected = (a, b) if score(meta, a) > score(meta, b) else (b, a)
+            pairs.append(Pair(f"pair-{i}", self.prompt_of(meta), chosen, rejected))
+        return pairs
 
     # The corpus reads only these knobs, so sweeping noise or heterogeneity reuses pi0.
     corpus_keys = ("num_corpus", "harmful_fraction", "request_types", "seed")
