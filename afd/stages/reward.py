@@ -51,6 +51,36 @@ def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
     return float(((scores > 0) == (targets > 0.5)).mean()) if len(scores) else float("nan")
 
 
+def _check_backbone(backbone: str) -> None:
+    if backbone not in ("init", "sft"):
+        raise ValueError(f"reward.backbone must be 'init' or 'sft', got {backbone!r}")
+
+
+def _train_classifier(out_dir: Path, recipe, inputs: RewardInputs, train, val, collate_cls,
+                      objective: str, lengths: Lengths, trainer_cfg, seed: int, logger, progress):
+    """Fine-tune a scalar-head classifier from the recipe's backbone policy and save it, with
+    the scorer spec that loads it, into `out_dir`; return (model, tokenizer)."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    backbone = inputs.policies["backbone"]
+    tokenizer = load_tokenizer(backbone)
+    model = load_classifier(backbone, tokenizer)
+    module = RewardModule(model, recipe.optim, recipe.schedule.total_steps(len(train)), objective)
+    fit(module, train, val, collate_cls(tokenizer, lengths), recipe.schedule, trainer_cfg,
+        logger, seed, progress)
+    module.model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    save_scorer_spec(out_dir, {
+        "_target_": "afd.scoring.ClassifierScorer", "path": ".",
+        "max_prompt_tokens": lengths.max_prompt_tokens,
+        "max_response_tokens": lengths.max_response_tokens,
+    })
+    return module.model, tokenizer
+
+
+def _rows(rows, keys: tuple[str, ...]) -> list[dict]:
+    return [dict(zip(keys, r)) for r in rows]
+
+
 @dataclass
 class Discriminator:
     """Binary classifier, positives (label 1) vs negatives; its logit is the reward."""
@@ -72,8 +102,7 @@ class Discriminator:
         _check_source("negative", self.negative)
         if self.positive == self.negative:
             raise ValueError(f"reward.positive and reward.negative are both {self.positive!r}")
-        if self.backbone not in ("init", "sft"):
-            raise ValueError(f"reward.backbone must be 'init' or 'sft', got {self.backbone!r}")
+        _check_backbone(self.backbone)
 
     def sources(self) -> dict[str, str]:
         return {"positive": self.positive, "negative": self.negative}
@@ -86,22 +115,9 @@ class Discriminator:
         rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
         rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
         train, val = split_by_prompt(rows, self.val_fraction, seed)
-        L.seed_everything(seed, workers=True, verbose=False)
-        backbone = inputs.policies["backbone"]
-        tokenizer = load_tokenizer(backbone)
-        model = load_classifier(backbone, tokenizer)
-        module = RewardModule(model, self.optim, self.schedule.total_steps(len(train)), "bce")
-        collate = ClassifierCollator(tokenizer, lengths)
-        fit(module, train, val, collate, self.schedule, trainer_cfg, logger, seed, progress)
-        module.model.save_pretrained(out_dir)
-        tokenizer.save_pretrained(out_dir)
-        save_scorer_spec(out_dir, {
-            "_target_": "afd.scoring.ClassifierScorer", "path": ".",
-            "max_prompt_tokens": lengths.max_prompt_tokens,
-            "max_response_tokens": lengths.max_response_tokens,
-        })
-        val_rows = [{"prompt": p, "response": r} for p, r, _ in val]
-        scores = classifier_scores(module.model, tokenizer, val_rows, lengths)
+        model, tokenizer = _train_classifier(out_dir, self, inputs, train, val, ClassifierCollator,
+                                             "bce", lengths, trainer_cfg, seed, logger, progress)
+        scores = classifier_scores(model, tokenizer, _rows(val, ("prompt", "response")), lengths)
         return {
             "accuracy": accuracy(scores, np.array([t for _, _, t in val])),
             "train_rows": len(train), "val_rows": len(val), **final_metrics(logger),
@@ -143,7 +159,7 @@ class LogRatio:
         rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
         rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
         _, val = split_by_prompt(rows, self.val_fraction, seed)
-        scores = load_scorer(out_dir).score([{"prompt": p, "response": r} for p, r, _ in val])
+        scores = load_scorer(out_dir).score(_rows(val, ("prompt", "response")))
         return {"accuracy": accuracy(scores, np.array([t for _, _, t in val])), "val_rows": len(val)}
 
 
@@ -162,8 +178,7 @@ class BradleyTerry:
     def __post_init__(self):
         self.schedule = as_dataclass(Schedule, self.schedule, "reward.schedule")
         self.optim = as_dataclass(OptimConfig, self.optim, "reward.optim")
-        if self.backbone not in ("init", "sft"):
-            raise ValueError(f"reward.backbone must be 'init' or 'sft', got {self.backbone!r}")
+        _check_backbone(self.backbone)
 
     def sources(self) -> dict[str, str]:
         return {"pairs": "pairs"}
@@ -176,21 +191,10 @@ class BradleyTerry:
         pairs = inputs.rows["pairs"][: self.num_pairs] if self.num_pairs else inputs.rows["pairs"]
         rows = [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs]
         train, val = split_by_prompt(rows, self.val_fraction, seed)
-        L.seed_everything(seed, workers=True, verbose=False)
-        backbone = inputs.policies["backbone"]
-        tokenizer = load_tokenizer(backbone)
-        model = load_classifier(backbone, tokenizer)
-        module = RewardModule(model, self.optim, self.schedule.total_steps(len(train)), "bt")
-        fit(module, train, val, PairCollator(tokenizer, lengths), self.schedule, trainer_cfg,
-            logger, seed, progress)
-        module.model.save_pretrained(out_dir)
-        tokenizer.save_pretrained(out_dir)
-        save_scorer_spec(out_dir, {
-            "_target_": "afd.scoring.ClassifierScorer", "path": ".",
-            "max_prompt_tokens": lengths.max_prompt_tokens,
-            "max_response_tokens": lengths.max_response_tokens,
-        })
-        chosen = classifier_scores(module.model, tokenizer, [{"prompt": p, "response": c} for p, c, _ in val], lengths)
-        rejected = classifier_scores(module.model, tokenizer, [{"prompt": p, "response": r} for p, _, r in val], lengths)
+        model, tokenizer = _train_classifier(out_dir, self, inputs, train, val, PairCollator,
+                                             "bt", lengths, trainer_cfg, seed, logger, progress)
+        chosen = classifier_scores(model, tokenizer, _rows(val, ("prompt", "response")), lengths)
+        rejected = classifier_scores(model, tokenizer, _rows([(p, r) for p, _, r in val],
+                                                             ("prompt", "response")), lengths)
         return {"accuracy": float((chosen > rejected).mean()) if len(val) else float("nan"),
                 "train_pairs": len(train), "val_pairs": len(val), **final_metrics(logger)}
