@@ -75,6 +75,8 @@ def plot_gold_vs_n(raw: list[dict], path: Path) -> None:
     for name, style in (("init", ":"), ("sft", "--"), ("demo", "-.")):
         ax.axhline(first[name]["mean"], color="gray", linestyle=style, linewidth=1, label=f"{name}")
     ax.set_xscale("log", base=2)
+    ticks = sorted({int(k) for r in raw for k in r["bon_curve"]})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("n (best of n)")
     ax.set_ylabel("gold reward")
     ax.set_title(f"{raw[0]['experiment']}: gold reward of Best-of-n")
