@@ -57,8 +57,20 @@ def tracked_metrics(results: dict) -> dict:
     return m
 
 
+def quiet_libraries() -> None:
+    """Keep the job log to afd's own lines: hardware banners, load reports and weight
+    loading bars from Lightning and transformers say nothing a researcher needs."""
+    import transformers
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def run_job(cfg: DictConfig) -> dict:
     start = time.time()
+    quiet_libraries()
     validate(cfg)
     output_dir, run_name, overrides = job_context(cfg)
     tracker = instantiate(cfg.logger)

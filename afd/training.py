@@ -61,7 +61,8 @@ def trainer_kwargs(trainer_cfg) -> dict:
 def fit(module: L.LightningModule, train_rows, val_rows, collate, schedule: Schedule,
         trainer_cfg, logger, seed: int, progress: bool = True) -> L.Trainer:
     kwargs = trainer_kwargs(trainer_cfg)
-    total = schedule.total_steps(len(train_rows), kwargs.get("accumulate_grad_batches", 1))
+    accumulate = kwargs.get("accumulate_grad_batches", 1)
+    total = schedule.total_steps(len(train_rows), accumulate)
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(train_rows, batch_size=schedule.batch_size, shuffle=True,
                               collate_fn=collate, generator=generator, drop_last=len(train_rows) > schedule.batch_size)
@@ -73,7 +74,7 @@ def fit(module: L.LightningModule, train_rows, val_rows, collate, schedule: Sche
     eval_every = schedule.eval_every_steps or per_epoch
     trainer = L.Trainer(
         max_steps=total,
-        max_epochs=-1,
+        max_epochs=math.ceil(total * accumulate / per_epoch),  # max_steps stops first
         logger=logger,
         enable_checkpointing=False,
         enable_progress_bar=progress,

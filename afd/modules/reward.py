@@ -53,5 +53,9 @@ class RewardModule(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=size)
         self.log("val/accuracy", acc, prog_bar=True, batch_size=size)
 
+    def on_fit_start(self):
+        # from_pretrained returns modules in eval mode; train with the model's own dropout.
+        self.model.train()
+
     def configure_optimizers(self):
         return configure(self.model.parameters(), self.optim, self.total_steps)

@@ -37,5 +37,9 @@ class SFTModule(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         return loss
 
+    def on_fit_start(self):
+        # from_pretrained returns modules in eval mode; train with the model's own dropout.
+        self.model.train()
+
     def configure_optimizers(self):
         return configure(self.model.parameters(), self.optim, self.total_steps)
