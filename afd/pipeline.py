@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from afd.batching import Lengths
 from afd.cache import Artifact, StageCache, artifact_key
+from afd.finetune import model_options
 from afd.modules.optim import OptimConfig
 from afd.sampling import SamplingConfig
 from afd.stages import data as data_stage
@@ -43,6 +44,8 @@ class Pipeline:
         self.artifacts: dict[str, Artifact] = {}
         self.lengths = Lengths(**plain(cfg.data.lengths))
         self.sampling = as_dataclass(SamplingConfig, cfg.sampling, "sampling")
+        self.model_options = model_options(instantiate(cfg.model))  # dtype, LoRA, ... for every stage
+        self._gold = None  # one golden reward model per job, however many sets it scores
 
     def _node(self, label: str, stage: str, config: dict, upstream: dict[str, Artifact], build):
         if label in self.artifacts:
@@ -97,7 +100,7 @@ class Pipeline:
                           lambda out: sft_stage.build(
             out, data.path, str(init.path), self._schedule("sft"), self._optim("sft"), self.lengths,
             self.cfg.trainer, self.cfg.seed, c.val_fraction, c.num_demos,
-            self.tracker.lightning_logger("sft"), self.cfg.progress, self.cfg.model.get("dtype", "float32")))
+            self.tracker.lightning_logger("sft"), self.cfg.progress, options=self.model_options))
 
     def policy(self, name: str) -> Artifact:
         policies = {"init": self.init_policy, "sft": self.sft_policy}
@@ -120,7 +123,7 @@ class Pipeline:
         label = f"sample/{policy}/{split}"
         return self._node(label, "sample", config, {"data": data, "policy": pol}, lambda out: sample_stage.build(
             out, data.path, str(pol.path), split, num_samples, num_prompts, self.sampling,
-            self.lengths, seed, self.cfg.progress))
+            self.lengths, seed, self.cfg.progress, self.model_options))
 
     def _reward_rows(self, source: str, recipe) -> tuple[Artifact, list[dict]]:
         if source == "pairs":
@@ -147,14 +150,19 @@ class Pipeline:
         config = {"reward": self.cfg.reward, "lengths": self.cfg.data.lengths,
                   "trainer": self.cfg.trainer, "seed": self.cfg.seed}
         return self._node("reward", "reward", config, upstream, lambda out: recipe.build(
-            out, RewardInputs(rows, policies), self.lengths, self.cfg.trainer, self.cfg.seed,
+            out, RewardInputs(rows, policies, self.model_options), self.lengths, self.cfg.trainer, self.cfg.seed,
             self.tracker.lightning_logger("rm"), self.cfg.progress))
+
+    def gold_scorer(self):
+        if self._gold is None:
+            self._gold = instantiate(self.cfg.gold)
+        return self._gold
 
     def scores(self, label: str, source: Artifact, rows: list[dict], scorer_name: str) -> Artifact:
         """Score `rows` (read from `source`) with the gold reward or the trained reward."""
         if scorer_name == "gold":
             config, upstream = {"gold": self.cfg.gold}, {"rows": source}
-            make = lambda: instantiate(self.cfg.gold)  # noqa: E731
+            make = self.gold_scorer
         else:
             from afd.scoring import load_scorer
 

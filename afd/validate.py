@@ -33,6 +33,19 @@ def _instantiable(node, key: str):
         raise ConfigError(f"{key}: {e}") from None
 
 
+def _lengths(node) -> None:
+    from omegaconf import OmegaConf
+
+    from afd.batching import Lengths
+
+    try:
+        Lengths(**OmegaConf.to_container(node, resolve=True))
+    except TypeError as e:
+        raise ConfigError(f"data.lengths: {e}") from None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def validate(cfg: DictConfig) -> None:
     n_max = _int(cfg, "bon.n_max", 1)
     _int(cfg, "n", 1, n_max, hint=f" (raise bon.n_max to sample a larger pool; it is {n_max})")
@@ -42,6 +55,7 @@ def validate(cfg: DictConfig) -> None:
         _int(cfg, "bon.num_prompts", 1)
     for key in ("max_prompt_tokens", "max_response_tokens"):
         _int(cfg, f"data.lengths.{key}", 1)
+    _lengths(cfg.data.lengths)
     _int(cfg, "sampling.max_new_tokens", 1)
     if not cfg.sampling.temperature >= 0:
         raise ConfigError(f"sampling.temperature must be >= 0, got {cfg.sampling.temperature}")
