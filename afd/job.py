@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from afd.evaluate import evaluate
+from afd.hub import preflight
 from afd.pipeline import Pipeline
 from afd.validate import validate
 
@@ -72,6 +73,7 @@ def run_job(cfg: DictConfig) -> dict:
     start = time.time()
     quiet_libraries()
     validate(cfg)
+    preflight(cfg)  # the Hub out of reach: fail now, naming what to point at local files
     output_dir, run_name, overrides = job_context(cfg)
     tracker = instantiate(cfg.logger)
     tracker.start(OmegaConf.to_container(cfg, resolve=True), run_name, cfg.name, output_dir)
