@@ -156,3 +156,30 @@ def test_dialogue_turns_for_chat_templates():
     assert turns(prompt) == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
                              {"role": "user", "content": "how are you?\n\nstill there?"}]
     assert turns("plain question") == [{"role": "user", "content": "plain question"}]
+
+
+@pytest.mark.parametrize("experiment", ["helpful", "harmless", "helpful_gemma", "harmless_gemma"])
+def test_paper_experiments_compose_and_validate_without_loading_anything(experiment):
+    from afd.validate import validate
+    from conftest import compose_config
+
+    cfg = compose_config([f"+experiment={experiment}"])
+    validate(cfg)  # instantiates data, model and gold specs: nothing is read or downloaded
+    assert cfg.sampling.max_new_tokens == 128 and cfg.sampling.temperature == 1.0
+    assert cfg.bon.n_max >= 64 and cfg.trainer.accelerator == "gpu"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.task.path=/no/such/dir", "data.task: data.task.path=/no/such/dir: no such file or directory"),
+    ("data.task.num_heldout_prompts=0", "data.task.num_heldout_prompts must be null or an integer >= 1"),
+    ("data.lengths.prompt_truncation=middle", "data.lengths.prompt_truncation must be one of"),
+    ("model.lora.r=0", "model: model.lora.r must be >= 1"),
+    ("gold.max_length=1", "gold: gold.max_length must be >= 2"),
+])
+def test_bad_hh_settings_are_named_before_any_work(override, message):
+    from afd.validate import ConfigError, validate
+    from conftest import compose_config
+
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config(["+experiment=helpful_gemma", override]))
+    assert message in str(err.value)
