@@ -10,6 +10,7 @@ cached, naming it and the config key that points at a local copy.
 from __future__ import annotations
 
 import os
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -49,8 +50,10 @@ class HubResource:
             if isinstance(try_to_load_from_cache(self.repo_id, name, repo_type=self.repo_type), str):
                 return True
         if self.repo_type == "dataset":  # a `datasets` cache from an earlier load_dataset
-            from datasets import config
-
+            try:
+                from datasets import config
+            except ImportError:
+                return False
             return (Path(config.HF_DATASETS_CACHE) / self.repo_id.replace("/", "___")).is_dir()
         return False
 
@@ -78,15 +81,25 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
 
 
-def probe(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
-    """None if `url` answers at all (any HTTP status), else why it could not be reached."""
+def _head(url: str, timeout_s: float, answer: list) -> None:
     try:
         urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s).close()
+        answer.append(None)
     except urllib.error.HTTPError:
-        return None
-    except (urllib.error.URLError, OSError) as e:
-        return str(getattr(e, "reason", e))
-    return None
+        answer.append(None)  # any HTTP status means the Hub is there
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        answer.append(str(getattr(e, "reason", e)))
+
+
+def probe(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if `url` answers at all (any HTTP status), else why it could not be reached.
+    Bounded by `timeout_s` in all: the socket timeout does not cover a DNS lookup that
+    hangs (no resolver reachable), so the request runs in a thread we stop waiting for."""
+    answer: list = []
+    worker = threading.Thread(target=_head, args=(url, timeout_s, answer), daemon=True)
+    worker.start()
+    worker.join(timeout_s + 0.5)
+    return answer[0] if answer else f"no answer within {timeout_s:.0f} s"
 
 
 def go_offline() -> None:
