@@ -87,7 +87,8 @@ class RewardModelGold:
                 raise ValueError(f"gold.name_or_path {self.name_or_path!r} has {model.config.num_labels} "
                                  "outputs; a golden reward model must have one")
             resize_for_tokenizer(model, tok)  # pad distinct from EOS: the pooled token is the last real one
-            self._model, self._tokenizer = model.to(inference_device()).eval(), tok
+            self._model, self._tokenizer = model.eval(), tok
+            self._device = inference_device()
             self._positions = "position_ids" in inspect.signature(model.forward).parameters
         return self._model, self._tokenizer
 
@@ -104,8 +105,19 @@ class RewardModelGold:
 
     @torch.no_grad()
     def score(self, rows) -> np.ndarray:
+        """Rewards of `rows`. The model visits the GPU only while it scores: between score
+        sets the GPU is free for the stages that train (a 7B judge holds 17 GB)."""
         model, tok = self.load()
-        device = next(model.parameters()).device
+        device = self._device
+        model.to(device)
+        try:
+            return self._score(model, tok, rows, device)
+        finally:
+            if device.type == "cuda":
+                model.to("cpu")
+                torch.cuda.empty_cache()
+
+    def _score(self, model, tok, rows, device) -> np.ndarray:
         encoded = [self.encode(r["prompt"], r["response"]) for r in rows]
         order = sorted(range(len(rows)), key=lambda i: -len(encoded[i]))  # little padding per batch
         out = np.zeros(len(rows))
