@@ -40,7 +40,9 @@ def turns(prompt: str) -> list[dict]:
         messages.append({"role": "user", "content": parts[0].strip()})
     for speaker, content in zip(parts[1::2], parts[2::2]):
         role = "user" if speaker == "Human" else "assistant"
-        if messages and messages[-1]["role"] == role:  # merge repeated speakers: templates alternate
+        if (
+            messages and messages[-1]["role"] == role
+        ):  # merge repeated speakers: templates alternate
             messages[-1]["content"] += "\n\n" + content.strip()
         else:
             messages.append({"role": role, "content": content.strip()})
@@ -63,12 +65,15 @@ class ChatTemplate:
 
     def render(self, tokenizer, prompt: str, response: str) -> tuple[str, str]:
         if not getattr(tokenizer, "chat_template", None):
-            raise DialogueError(f"gold.format is ChatTemplate but tokenizer {tokenizer.name_or_path!r} "
-                                "has no chat template: use afd.dialogue.PlainText")
+            raise DialogueError(
+                f"gold.format is ChatTemplate but tokenizer {tokenizer.name_or_path!r} "
+                "has no chat template: use afd.dialogue.PlainText"
+            )
         messages = turns(prompt)
         head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(
-            [*messages, {"role": "assistant", "content": response}], tokenize=False)
+            [*messages, {"role": "assistant", "content": response}], tokenize=False
+        )
         if not full.startswith(head):  # a template that renders the last turn differently
             return full, ""
-        return head, full[len(head):]
+        return head, full[len(head) :]

@@ -76,7 +76,10 @@ def prepare_for_training(model, options: ModelOptions, task: str = "causal_lm"):
 
     lora = options.lora
     config = LoraConfig(
-        task_type=TASK_TYPES[task], r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        task_type=TASK_TYPES[task],
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules) if lora.target_modules else None,
     )
     return get_peft_model(model, config)

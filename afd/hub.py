@@ -47,7 +47,9 @@ class HubResource:
         from huggingface_hub import try_to_load_from_cache
 
         for name in self.files:
-            if isinstance(try_to_load_from_cache(self.repo_id, name, repo_type=self.repo_type), str):
+            if isinstance(
+                try_to_load_from_cache(self.repo_id, name, repo_type=self.repo_type), str
+            ):
                 return True
         if self.repo_type == "dataset":  # a `datasets` cache from an earlier load_dataset
             try:
@@ -59,8 +61,10 @@ class HubResource:
 
     def advice(self) -> str:
         fetch = HOW_TO_GET[self.repo_type].format(repo=self.repo_id)
-        return (f"  - {self.role} {self.repo_id!r}: set {self.config_key}=PATH ({self.local_hint}); "
-                f"on a machine with network: {fetch}")
+        return (
+            f"  - {self.role} {self.repo_id!r}: set {self.config_key}=PATH ({self.local_hint}); "
+            f"on a machine with network: {fetch}"
+        )
 
 
 def hub_resources(cfg) -> list[HubResource]:
@@ -83,7 +87,9 @@ def endpoint() -> str:
 
 def _head(url: str, timeout_s: float, answer: list) -> None:
     try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s).close()
+        urllib.request.urlopen(
+            urllib.request.Request(url, method="HEAD"), timeout=timeout_s
+        ).close()
         answer.append(None)
     except urllib.error.HTTPError:
         answer.append(None)  # any HTTP status means the Hub is there
@@ -135,4 +141,5 @@ def preflight(cfg, timeout_s: float = PROBE_TIMEOUT_S) -> None:
             f"cannot reach the Hugging Face Hub at {endpoint()} ({reason}), and these are not in "
             f"the local cache ({constants.HF_HUB_CACHE}):\n{lines}\n"
             "Point the keys above at local copies, or run where the Hub is reachable once to fill "
-            "the cache (HF_HOME selects it).")
+            "the cache (HF_HOME selects it)."
+        )

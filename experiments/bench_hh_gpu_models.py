@@ -22,10 +22,24 @@ import torch
 import transformers as tf
 
 GPT2_LARGE = dict(n_layer=36, n_embd=1280, n_head=20)
-GEMMA_2B = dict(vocab_size=256_000, hidden_size=2048, intermediate_size=16_384, num_hidden_layers=18,
-                num_attention_heads=8, num_key_value_heads=1, head_dim=256)
-GEMMA_7B = dict(vocab_size=256_000, hidden_size=3072, intermediate_size=24_576, num_hidden_layers=28,
-                num_attention_heads=16, num_key_value_heads=16, head_dim=256)
+GEMMA_2B = dict(
+    vocab_size=256_000,
+    hidden_size=2048,
+    intermediate_size=16_384,
+    num_hidden_layers=18,
+    num_attention_heads=8,
+    num_key_value_heads=1,
+    head_dim=256,
+)
+GEMMA_7B = dict(
+    vocab_size=256_000,
+    hidden_size=3072,
+    intermediate_size=24_576,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=16,
+    head_dim=256,
+)
 
 
 def build(model_cls, config, dtype):
@@ -62,18 +76,26 @@ def train_step(model, batch):
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+
     return step
 
 
 def generate(model, prompts):
-    return lambda: model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=True,
-                                  max_new_tokens=128, min_new_tokens=128, pad_token_id=0)
+    return lambda: model.generate(
+        input_ids=prompts,
+        attention_mask=torch.ones_like(prompts),
+        do_sample=True,
+        max_new_tokens=128,
+        min_new_tokens=128,
+        pad_token_id=0,
+    )
 
 
 def score(model, batch):
     def step():
         with torch.no_grad():
             return model(input_ids=batch).logits
+
     return step
 
 
@@ -85,23 +107,38 @@ def main() -> None:
     rows["sft_gpt2"] = timed(train_step(gpt2.train(), ids(50_257, 32, 512)), 10), 32
     rows["gen_gpt2"] = timed(generate(gpt2.eval(), ids(50_257, 256, 256)), 2), 256
     del gpt2
-    judge = build(tf.GPT2ForSequenceClassification, tf.GPT2Config(**GPT2_LARGE, num_labels=1, pad_token_id=0),
-                  torch.float32).eval()
+    judge = build(
+        tf.GPT2ForSequenceClassification,
+        tf.GPT2Config(**GPT2_LARGE, num_labels=1, pad_token_id=0),
+        torch.float32,
+    ).eval()
     rows["score_gpt2l"] = timed(score(judge, ids(50_257, 32, 512)), 10), 32
     del judge
     gemma = build(tf.GemmaForCausalLM, tf.GemmaConfig(**GEMMA_2B), torch.bfloat16)
     gemma.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    lora = get_peft_model(gemma, LoraConfig(task_type="CAUSAL_LM", r=16, lora_alpha=32,
-                                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    lora = get_peft_model(
+        gemma,
+        LoraConfig(
+            task_type="CAUSAL_LM",
+            r=16,
+            lora_alpha=32,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        ),
+    )
     rows["sft_gemma2b"] = timed(train_step(lora.train(), ids(256_000, 16, 512)), 10), 16
     gemma.gradient_checkpointing_disable()
     rows["gen_gemma2b"] = timed(generate(lora.eval(), ids(256_000, 128, 256)), 2), 128
     del gemma, lora
     torch.cuda.empty_cache()
-    judge = build(tf.GemmaForSequenceClassification, tf.GemmaConfig(**GEMMA_7B, num_labels=1, pad_token_id=0),
-                  torch.bfloat16).eval()
+    judge = build(
+        tf.GemmaForSequenceClassification,
+        tf.GemmaConfig(**GEMMA_7B, num_labels=1, pad_token_id=0),
+        torch.bfloat16,
+    ).eval()
     rows["score_gemma7b"] = timed(score(judge, ids(256_000, 16, 512)), 10), 16
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, transformers {tf.__version__}")
+    print(
+        f"{torch.cuda.get_device_name()}, torch {torch.__version__}, transformers {tf.__version__}"
+    )
     print(f"{'workload':14s} {'s/call':>8s} {'rows/s':>8s} {'peak GiB':>9s}")
     for name, ((seconds, peak), size) in rows.items():
         print(f"{name:14s} {seconds:8.3f} {size / seconds:8.1f} {peak:9.1f}")

@@ -3,17 +3,22 @@
 import numpy as np
 import pytest
 import torch
+from tiny_hf import HH_DIR
 
 from afd.data.hh import HHRLHFTask
 from afd.dialogue import ChatTemplate, DialogueError
 from afd.gold import RewardModelGold, fit_pair
-from tiny_hf import HH_DIR
 
 
 @pytest.fixture(scope="module")
 def rows():
-    data = HHRLHFTask(path=str(HH_DIR), data_dir="harmless-base", train_split="test", heldout_split=None,
-                      num_train_prompts=24).build()
+    data = HHRLHFTask(
+        path=str(HH_DIR),
+        data_dir="harmless-base",
+        train_split="test",
+        heldout_split=None,
+        num_train_prompts=24,
+    ).build()
     return [{"prompt": e.prompt, "response": e.response} for e in data.train]
 
 
@@ -28,7 +33,9 @@ def direct_reward(gold: RewardModelGold, row) -> float:
 
 def test_reward_is_read_at_the_last_real_token_whatever_the_padding(tiny_hh_models, rows):
     right = RewardModelGold(str(tiny_hh_models["gold"]), max_length=256, batch_size=5)
-    left = RewardModelGold(str(tiny_hh_models["gold"]), max_length=256, batch_size=7, padding_side="left")
+    left = RewardModelGold(
+        str(tiny_hh_models["gold"]), max_length=256, batch_size=7, padding_side="left"
+    )
     alone = RewardModelGold(str(tiny_hh_models["gold"]), max_length=256, batch_size=1)
     scores = right.score(rows)
     np.testing.assert_allclose(left.score(rows), scores, atol=1e-4)
@@ -69,13 +76,20 @@ def test_chat_template_reward_model_gets_one_bos_and_the_turns(tiny_hh_models, r
     assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
     text = tok.decode(ids)
     first_question = rows[0]["prompt"].split("\n\nAssistant:")[0].removeprefix("\n\nHuman:").strip()
-    assert text.startswith(f"<bos><start_of_turn>user\n{first_question}<end_of_turn>\n<start_of_turn>model\n")
+    assert text.startswith(
+        f"<bos><start_of_turn>user\n{first_question}<end_of_turn>\n<start_of_turn>model\n"
+    )
     assert text.endswith(f"<start_of_turn>model\n{rows[0]['response']}<end_of_turn>\n")
     cut = gold.encode(rows[0]["prompt"] * 5, rows[0]["response"])
     assert len(cut) == 256 and cut[0] == tok.bos_token_id and cut.count(tok.bos_token_id) == 1
     scores = gold.score(rows)
-    left = RewardModelGold(str(tiny_hh_models["gold_chat"]), format=ChatTemplate(), max_length=256,
-                           padding_side="left", batch_size=3)
+    left = RewardModelGold(
+        str(tiny_hh_models["gold_chat"]),
+        format=ChatTemplate(),
+        max_length=256,
+        padding_side="left",
+        batch_size=3,
+    )
     np.testing.assert_allclose(left.score(rows), scores, atol=1e-4)
 
 
@@ -85,11 +99,14 @@ def test_chat_format_needs_a_template(tiny_hh_models, rows):
         gold.score(rows[:1])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"max_length": 1}, "gold.max_length must be >= 2"),
-    ({"dtype": "fp8"}, "gold.dtype must be one of"),
-    ({"padding_side": "middle"}, "gold.padding_side must be 'left' or 'right'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_length": 1}, "gold.max_length must be >= 2"),
+        ({"dtype": "fp8"}, "gold.dtype must be one of"),
+        ({"padding_side": "middle"}, "gold.padding_side must be 'left' or 'right'"),
+    ],
+)
 def test_bad_gold_settings_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RewardModelGold("some/model", **kwargs)

@@ -7,13 +7,19 @@ import sys
 import time
 
 import pytest
+from conftest import ROOT, compose_config
 from huggingface_hub import constants
 
 from afd.hub import HubUnavailable, hub_resources, preflight, probe
-from conftest import ROOT, compose_config
 
-NEEDED = ["'Anthropic/hh-rlhf'", "data.task.path=", "'gpt2'", "model.name_or_path=",
-          "'weqweasdas/RM-Gemma-7B'", "gold.name_or_path="]
+NEEDED = [
+    "'Anthropic/hh-rlhf'",
+    "data.task.path=",
+    "'gpt2'",
+    "model.name_or_path=",
+    "'weqweasdas/RM-Gemma-7B'",
+    "gold.name_or_path=",
+]
 
 
 def closed_port() -> int:
@@ -38,13 +44,19 @@ def online_mode(monkeypatch, tmp_path):
 def test_unreachable_hub_fails_at_once_naming_each_resource(online_mode, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
     cfg = compose_config(["+experiment=helpful"])
-    assert [r.repo_id for r in hub_resources(cfg)] == ["Anthropic/hh-rlhf", "gpt2", "weqweasdas/RM-Gemma-7B"]
+    assert [r.repo_id for r in hub_resources(cfg)] == [
+        "Anthropic/hh-rlhf",
+        "gpt2",
+        "weqweasdas/RM-Gemma-7B",
+    ]
     start = time.monotonic()
     with pytest.raises(HubUnavailable) as err:
         preflight(cfg)
     assert time.monotonic() - start < 2.0
     assert all(s in str(err.value) for s in NEEDED), str(err.value)
-    assert constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"  # loaders will not retry
+    assert (
+        constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"
+    )  # loaders will not retry
 
 
 def test_silent_endpoint_costs_one_short_timeout(online_mode, monkeypatch):
@@ -63,9 +75,14 @@ def test_silent_endpoint_costs_one_short_timeout(online_mode, monkeypatch):
 
 def test_local_paths_need_no_hub(online_mode, monkeypatch, tiny_hh_models):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
-    cfg = compose_config(["+experiment=harmless", f"data.task.path={ROOT}",
-                          f"model.name_or_path={tiny_hh_models['policy']}",
-                          f"gold.name_or_path={tiny_hh_models['gold']}"])
+    cfg = compose_config(
+        [
+            "+experiment=harmless",
+            f"data.task.path={ROOT}",
+            f"model.name_or_path={tiny_hh_models['policy']}",
+            f"gold.name_or_path={tiny_hh_models['gold']}",
+        ]
+    )
     assert hub_resources(cfg) == []
     preflight(cfg)  # nothing to fetch: no probe, no error
     assert not constants.HF_HUB_OFFLINE
@@ -73,14 +90,29 @@ def test_local_paths_need_no_hub(online_mode, monkeypatch, tiny_hh_models):
 
 @pytest.mark.parametrize("offline_env", [None, "1"])
 def test_the_experiment_command_fails_within_seconds_offline(tmp_path, offline_env):
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
-    env.update({"HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}", "HF_HOME": str(tmp_path / "hf"),
-                "AFD_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"})
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    }
+    env.update(
+        {
+            "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}",
+            "HF_HOME": str(tmp_path / "hf"),
+            "AFD_CACHE_DIR": str(tmp_path / "cache"),
+            "PYTHONPATH": str(ROOT),
+            "WANDB_MODE": "disabled",
+        }
+    )
     if offline_env:
         env["HF_HUB_OFFLINE"] = offline_env
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "afd.train", "+experiment=helpful", "logger=none"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "afd.train", "+experiment=helpful", "logger=none"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     wall = time.monotonic() - start
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HH_DIR = Path(os.environ.get("AFD_HH_RLHF_DIR", ROOT.parent / "shared" / "data" / "hh-rlhf"))
@@ -31,8 +36,10 @@ GEMMA_TEMPLATE = (
 
 def hh_texts(limit: int = 400) -> list[str]:
     if not HH_HARMLESS_TEST.is_file():
-        raise FileNotFoundError(f"the real HH-RLHF test file is missing: {HH_HARMLESS_TEST} "
-                                "(set AFD_HH_RLHF_DIR to the directory holding harmless-base/)")
+        raise FileNotFoundError(
+            f"the real HH-RLHF test file is missing: {HH_HARMLESS_TEST} "
+            "(set AFD_HH_RLHF_DIR to the directory holding harmless-base/)"
+        )
     with gzip.open(HH_HARMLESS_TEST, "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for _, line in zip(range(limit), f)]
     return [t for r in rows for t in (r["chosen"], r["rejected"])]
@@ -42,32 +49,53 @@ def _bpe(texts, vocab_size: int, specials: list[str]) -> Tokenizer:
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    core.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    core.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     return core
 
 
 def gpt2_like_tokenizer(texts, vocab_size: int = 768) -> PreTrainedTokenizerFast:
     core = _bpe(texts, vocab_size, [ENDOFTEXT])
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT,
-                                   unk_token=ENDOFTEXT)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT, unk_token=ENDOFTEXT
+    )
 
 
 def gemma_like_tokenizer(texts, vocab_size: int = 768) -> PreTrainedTokenizerFast:
     core = _bpe(texts, vocab_size, ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"])
     bos = core.token_to_id("<bos>")
-    core.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
-                                                        special_tokens=[("<bos>", bos)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>",
-                                  pad_token="<pad>", additional_special_tokens=["<start_of_turn>", "<end_of_turn>"])
+    core.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
+    )
     tok.chat_template = GEMMA_TEMPLATE
     return tok
 
 
 def _config(tok, n_positions: int, seed: int, **extra) -> GPT2Config:
     torch.manual_seed(seed)
-    return GPT2Config(vocab_size=len(tok), n_positions=n_positions, n_embd=32, n_layer=2, n_head=2,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **extra)
+    return GPT2Config(
+        vocab_size=len(tok),
+        n_positions=n_positions,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **extra,
+    )
 
 
 def save_policy(out: Path, tok, n_positions: int = 256, seed: int = 0) -> Path:
@@ -77,8 +105,12 @@ def save_policy(out: Path, tok, n_positions: int = 256, seed: int = 0) -> Path:
 
 
 def save_reward_model(out: Path, tok, n_positions: int = 512, seed: int = 1) -> Path:
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id  # GPT-2 RMs: pad = EOS
-    model = GPT2ForSequenceClassification(_config(tok, n_positions, seed, num_labels=1, pad_token_id=pad))
+    pad = (
+        tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    )  # GPT-2 RMs: pad = EOS
+    model = GPT2ForSequenceClassification(
+        _config(tok, n_positions, seed, num_labels=1, pad_token_id=pad)
+    )
     with torch.no_grad():  # rewards of a size that separates responses
         model.score.weight.normal_(0, 1.0)
     model.save_pretrained(out)

@@ -14,7 +14,15 @@ from collections import Counter
 from pathlib import Path
 
 from afd.data.prepare import SplitSpec, assemble
-from afd.data.records import DataError, Example, Pair, TaskData, iter_jsonl, read_examples, require_text
+from afd.data.records import (
+    DataError,
+    Example,
+    Pair,
+    TaskData,
+    iter_jsonl,
+    read_examples,
+    require_text,
+)
 from afd.dialogue import ASSISTANT, DialogueError, split_last_turn
 
 
@@ -27,10 +35,14 @@ def split_file(path: Path, data_dir: str, split: str) -> Path:
         for name in (f"{split}.jsonl.gz", f"{split}.jsonl"):
             if (folder / name).is_file():
                 return folder / name
-    raise DataError(f"data.task.path={path}: no {split}.jsonl.gz or {split}.jsonl in it or in {data_dir}/")
+    raise DataError(
+        f"data.task.path={path}: no {split}.jsonl.gz or {split}.jsonl in it or in {data_dir}/"
+    )
 
 
-def parse_row(row: dict, where: str, row_id: str, stats: Counter) -> tuple[Example | None, Pair | None]:
+def parse_row(
+    row: dict, where: str, row_id: str, stats: Counter
+) -> tuple[Example | None, Pair | None]:
     """The demonstration and the preference pair of one HH row (None where unusable, counted)."""
     chosen, rejected = require_text(row, "chosen", where), require_text(row, "rejected", where)
     try:
@@ -54,13 +66,24 @@ class HHRLHFTask:
 
     name = "hh-rlhf"
 
-    def __init__(self, dataset: str = "Anthropic/hh-rlhf", data_dir: str = "helpful-base",
-                 path: str | None = None, train_split: str = "train", heldout_split: str | None = "test",
-                 heldout_fraction: float = 0.05, num_train_prompts: int | None = None,
-                 num_heldout_prompts: int | None = 500, num_pairs: int | None = None,
-                 dedup_prompts: bool = True, demonstrations: str | None = None, seed: int = 0):
-        self.spec = SplitSpec(num_train_prompts, num_heldout_prompts, num_pairs, heldout_fraction,
-                              dedup_prompts, seed)
+    def __init__(
+        self,
+        dataset: str = "Anthropic/hh-rlhf",
+        data_dir: str = "helpful-base",
+        path: str | None = None,
+        train_split: str = "train",
+        heldout_split: str | None = "test",
+        heldout_fraction: float = 0.05,
+        num_train_prompts: int | None = None,
+        num_heldout_prompts: int | None = 500,
+        num_pairs: int | None = None,
+        dedup_prompts: bool = True,
+        demonstrations: str | None = None,
+        seed: int = 0,
+    ):
+        self.spec = SplitSpec(
+            num_train_prompts, num_heldout_prompts, num_pairs, heldout_fraction, dedup_prompts, seed
+        )
         self.spec.check()
         self.path = Path(path).expanduser() if path else None
         if self.path is not None and not self.path.exists():
@@ -78,9 +101,16 @@ class HHRLHFTask:
         from afd.hub import HubResource
 
         splits = [s for s in (self.train_split, self.heldout_split) if s]
-        return [HubResource(self.dataset, "dataset", "data.task.path", f"data set ({self.data_dir})",
-                            tuple(f"{self.data_dir}/{s}.jsonl.gz" for s in splits),
-                            f"a directory holding {self.data_dir}/{splits[0]}.jsonl.gz, or that file")]
+        return [
+            HubResource(
+                self.dataset,
+                "dataset",
+                "data.task.path",
+                f"data set ({self.data_dir})",
+                tuple(f"{self.data_dir}/{s}.jsonl.gz" for s in splits),
+                f"a directory holding {self.data_dir}/{splits[0]}.jsonl.gz, or that file",
+            )
+        ]
 
     def rows(self, split: str):
         """(where, row) for each raw row of a split; `where` names file:line or dataset row."""
@@ -94,8 +124,10 @@ class HHRLHFTask:
         try:
             ds = load_dataset(self.dataset, data_dir=self.data_dir, split=split)
         except Exception as e:  # noqa: BLE001 - any loader failure gets the same advice
-            raise DataError(f"could not load {self.dataset} ({self.data_dir}, split {split!r}): {e}. "
-                            "Download its JSONL files and set data.task.path=DIR") from e
+            raise DataError(
+                f"could not load {self.dataset} ({self.data_dir}, split {split!r}): {e}. "
+                "Download its JSONL files and set data.task.path=DIR"
+            ) from e
         for i, row in enumerate(ds):
             yield f"{self.dataset}/{self.data_dir} {split} row {i}", row
 
@@ -111,8 +143,10 @@ class HHRLHFTask:
         demos = read_examples(self.demonstrations)
         for lineno, demo in enumerate(demos, start=1):
             if not demo.prompt.rstrip().endswith(ASSISTANT.strip()):
-                raise DataError(f"{self.demonstrations}: row {lineno} (id {demo.id!r}): the prompt must end "
-                                "with '\\n\\nAssistant:', the HH-RLHF dialogue format")
+                raise DataError(
+                    f"{self.demonstrations}: row {lineno} (id {demo.id!r}): the prompt must end "
+                    "with '\\n\\nAssistant:', the HH-RLHF dialogue format"
+                )
         return demos
 
     def build(self) -> TaskData:
@@ -123,10 +157,20 @@ class HHRLHFTask:
         if self.demonstrations is not None:
             train = self.user_demonstrations()
             by_prompt = {d.prompt: d.response for d in reversed(train)}  # first demonstration wins
-            if heldout is not None:  # held-out references from the same demonstrator where it has them
-                heldout = [Example(e.id, e.prompt, by_prompt.get(e.prompt, e.response), e.meta) for e in heldout]
+            if (
+                heldout is not None
+            ):  # held-out references from the same demonstrator where it has them
+                heldout = [
+                    Example(e.id, e.prompt, by_prompt.get(e.prompt, e.response), e.meta)
+                    for e in heldout
+                ]
             source = str(self.demonstrations)
-        info = {"name": self.name, "dataset": str(self.path or self.dataset), "data_dir": self.data_dir,
-                "splits": {"train": self.train_split, "heldout": self.heldout_split or "hash of train"},
-                "demonstrations": source, "skipped": dict(stats)}
+        info = {
+            "name": self.name,
+            "dataset": str(self.path or self.dataset),
+            "data_dir": self.data_dir,
+            "splits": {"train": self.train_split, "heldout": self.heldout_split or "hash of train"},
+            "demonstrations": source,
+            "skipped": dict(stats),
+        }
         return assemble(train, heldout, pairs, self.spec, info)

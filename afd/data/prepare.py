@@ -52,14 +52,23 @@ class SplitSpec:
     def check(self) -> None:
         for key in ("num_train_prompts", "num_heldout_prompts", "num_pairs"):
             value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
                 raise ValueError(f"data.task.{key} must be null or an integer >= 1, got {value!r}")
         if not 0 < self.heldout_fraction < 1:
-            raise ValueError(f"data.task.heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+            raise ValueError(
+                f"data.task.heldout_fraction must be in (0, 1), got {self.heldout_fraction}"
+            )
 
 
-def assemble(train: list[Example], heldout: list[Example] | None, pairs: list[Pair],
-             spec: SplitSpec, info: dict) -> TaskData:
+def assemble(
+    train: list[Example],
+    heldout: list[Example] | None,
+    pairs: list[Pair],
+    spec: SplitSpec,
+    info: dict,
+) -> TaskData:
     """Build the splits; `heldout=None` holds out `heldout_fraction` of the train prompts."""
     stats: dict[str, int] = {}
     if heldout is None:
@@ -78,10 +87,14 @@ def assemble(train: list[Example], heldout: list[Example] | None, pairs: list[Pa
     train = subset(train, spec.num_train_prompts, spec.seed)
     pairs = subset(pairs, spec.num_pairs, spec.seed)
     if not train:
-        raise DataError(f"{info.get('name')}: no training demonstrations left (every prompt is held out "
-                        "or the source is empty); check data.task.heldout_fraction and the files")
+        raise DataError(
+            f"{info.get('name')}: no training demonstrations left (every prompt is held out "
+            "or the source is empty); check data.task.heldout_fraction and the files"
+        )
     if not heldout:
-        raise DataError(f"{info.get('name')}: no held-out prompts; raise data.task.heldout_fraction "
-                        "or give a held-out split")
+        raise DataError(
+            f"{info.get('name')}: no held-out prompts; raise data.task.heldout_fraction "
+            "or give a held-out split"
+        )
     stats.update(train=len(train), heldout=len(heldout), pairs=len(pairs))
     return TaskData(train=train, heldout=heldout, pairs=pairs, info={**info, "counts": stats})
