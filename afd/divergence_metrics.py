@@ -6,9 +6,10 @@ forward KL is exact, the rest are estimated on policy samples. The policy stage
 support; they are pure and tested against closed forms on categorical distributions.
 
 Reverse KL smoothing: beta is zero outside its support, so KL(pi || beta) is infinite for
-any policy that ever leaves it. `reverse_kl_estimate` floors beta at SMOOTHING_EPS = 1e-6,
-i.e. it estimates E_pi[log pi(y|x) - log max(beta(y|x), 1e-6)]: a sample outside the
-support costs log pi(y|x) + 13.8 nats.
+any policy that ever leaves it. `reverse_kl_estimate` smooths beta with the policy itself,
+beta_eps = (1 - eps) beta + eps pi with eps = SMOOTHING_EPS = 1e-6 (the skew divergence
+KL(pi || beta_eps), finite and >= 0): a sample outside beta's support costs exactly
+-log eps = 13.8 nats, one inside it log pi(y|x) - log beta_eps(y|x).
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ def forward_kl_exact(beta: dict[str, float], logp_pi: dict[str, float]) -> float
 
 def reverse_kl_estimate(logp_pi: Sequence[float], logp_beta: Sequence[float],
                         eps: float = SMOOTHING_EPS) -> float:
-    """Monte Carlo KL(pi || beta_eps) on samples of pi, log beta floored at log eps."""
+    """Monte Carlo KL(pi || (1 - eps) beta + eps pi) on samples of pi (log beta = -inf
+    outside beta's support)."""
     logp_pi, logp_beta = np.asarray(logp_pi, float), np.asarray(logp_beta, float)
-    return float(np.mean(logp_pi - np.maximum(logp_beta, math.log(eps))))
+    smoothed = np.logaddexp(math.log1p(-eps) + logp_beta, math.log(eps) + logp_pi)
+    return float(np.mean(logp_pi - smoothed))
 
 
 def entropy_estimate(logp_pi: Sequence[float]) -> float:

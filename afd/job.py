@@ -55,6 +55,7 @@ def tracked_metrics(results: dict) -> dict:
         "rm/spearman_gold": results["rm_spearman_gold"],
         "n": results["n"],
     })
+    m.update({f"div/{k}": v for k, v in results.get("div", {}).items() if not k.endswith("_sem")})
     return m
 
 
@@ -100,6 +101,11 @@ def run_job(cfg: DictConfig) -> dict:
                  results["gold"]["init"]["mean"], results["gold"]["sft"]["mean"],
                  results["gold"]["demo"]["mean"], cfg.n, results["gold"]["bon"]["mean"],
                  results["bon_win_rate_vs_sft"])
+        if "div" in results:
+            div = results["div"]
+            log.info("policy (%s): gold %.3f  %s", results["divergence"], results["gold"]["policy"]["mean"],
+                     "  ".join(f"{k} {div[k]:.3f}" for k in ("precision", "coverage", "entropy",
+                                                              "forward_kl", "reverse_kl") if k in div))
         log.info("results: %s", output_dir / RESULTS)
         exit_code = 0
         return results

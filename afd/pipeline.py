@@ -1,8 +1,11 @@
-"""The stage graph: data -> [pretrain] -> sft -> sample -> reward -> score, each cached.
+"""The stage graph: data -> [pretrain] -> sft -> [adversarial] -> sample -> reward -> score, each cached.
 
 Every node names the config subtree it reads and its upstream artifacts; the cache turns
 that into a key, so a node is built once and reused by every job that needs it (a sweep
 over `n` trains nothing twice). `status` records, per node, "trained" or "cached".
+
+Policies are named: "init" (pi0), "sft", "policy" (what `cfg.divergence` trains; the SFT
+node itself for forward KL) and "round/<k>" (iterative AfD, afd/iterate.py).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from afd.cache import Artifact, StageCache, artifact_key
 from afd.finetune import model_options
 from afd.modules.optim import OptimConfig
 from afd.sampling import SamplingConfig
+from afd.stages import adversarial as adversarial_stage
 from afd.stages import data as data_stage
+from afd.stages import policy_metrics as policy_metrics_stage
 from afd.stages import pretrain as pretrain_stage
 from afd.stages import sample as sample_stage
 from afd.stages import score as score_stage
@@ -46,6 +51,7 @@ class Pipeline:
         self.sampling = as_dataclass(SamplingConfig, cfg.sampling, "sampling")
         self.model_options = model_options(instantiate(cfg.model))  # dtype, LoRA, ... for every stage
         self._gold = None  # one golden reward model per job, however many sets it scores
+        self.divergence = instantiate(cfg.divergence)
 
     def _node(self, label: str, stage: str, config: dict, upstream: dict[str, Artifact], build):
         if label in self.artifacts:
@@ -103,10 +109,39 @@ class Pipeline:
             self.tracker.lightning_logger("sft"), self.cfg.progress, options=self.model_options))
 
     def policy(self, name: str) -> Artifact:
-        policies = {"init": self.init_policy, "sft": self.sft_policy}
+        name = self.canonical(name)
+        if name.startswith("round/"):
+            from afd.iterate import round_policy
+
+            return round_policy(self, int(name.split("/", 1)[1]))
+        policies = {"init": self.init_policy, "sft": self.sft_policy, "policy": self.trained_policy}
         if name not in policies:
-            raise ValueError(f"unknown policy {name!r}; expected one of {sorted(policies)}")
+            raise ValueError(f"unknown policy {name!r}; expected one of {sorted(policies)} or round/<k>")
         return policies[name]()
+
+    def canonical(self, name: str) -> str:
+        """The node a policy name stands for: "policy" is "sft" under forward KL, "round/0"
+        is "policy", so identical artifacts get one label and are built once."""
+        if name == "round/0":
+            name = "policy"
+        if name == "policy" and self.divergence.alias:
+            return self.divergence.alias
+        return name
+
+    def trained_policy(self) -> Artifact:
+        """The policy `cfg.divergence` trains (adversarial imitation) from pi_SFT or pi0."""
+        recipe = self.divergence
+        if recipe.alias:
+            return self.policy(recipe.alias)
+        upstream = {"data": self.data(), **{role: self.policy(n) for role, n in recipe.policies().items()}}
+        config = {"divergence": self.cfg.divergence, "lengths": self.cfg.data.lengths,
+                  "max_new_tokens": self.cfg.sampling.max_new_tokens, "trainer": self.cfg.trainer,
+                  "seed": self.cfg.seed}
+        gold = instantiate(self.cfg.gold)
+        return self._node("policy", "adversarial", config, upstream, lambda out: adversarial_stage.build(
+            out, upstream["data"].path, {role: str(upstream[role].path) for role in recipe.policies()},
+            recipe, recipe.config(self.cfg.sampling.max_new_tokens), self.lengths, self.cfg.trainer,
+            self.cfg.seed, gold, self.tracker.lightning_logger("adv"), self.cfg.progress, recipe.num_prompts))
 
     def _schedule(self, name: str) -> Schedule:
         return as_dataclass(Schedule, self.cfg[name].schedule, f"{name}.schedule")
@@ -116,6 +151,7 @@ class Pipeline:
 
     # -- samples, rewards, scores -------------------------------------------------------
     def samples(self, policy: str, split: str, num_samples: int, num_prompts: int | None = None) -> Artifact:
+        policy = self.canonical(policy)
         data, pol = self.data(), self.policy(policy)
         seed = self.cfg.seed + (TRAIN_SEED_OFFSET if split == "train" else HELDOUT_SEED_OFFSET)
         config = {"sampling": self.cfg.sampling, "lengths": self.cfg.data.lengths, "split": split,
@@ -137,37 +173,66 @@ class Pipeline:
         art = self.samples(source, "train", recipe.samples_per_prompt, recipe.num_prompts)
         return art, sample_stage.read_samples(art.path)
 
-    def reward(self) -> Artifact:
-        recipe = instantiate(self.cfg.reward)
+    def reward(self, current: str = "sft") -> Artifact:
+        """The reward model of `cfg.reward`. `current` stands in for the recipe's "sft"
+        policy (iterative AfD trains round k's reward model on round k-1's policy)."""
+        current = self.canonical(current)
+        label = "reward" if current == "sft" else f"reward/{current}"
+        return self._reward_node(label, self.cfg.reward, current)
+
+    def _reward_node(self, label: str, reward_cfg, current: str) -> Artifact:
+        recipe = instantiate(reward_cfg)
+        swap = (lambda name: current if name == "sft" else name)  # noqa: E731
         upstream: dict[str, Artifact] = {"data": self.data()}
         rows: dict[str, list[dict]] = {}
+        parts: dict[str, str] = {}
+        # Composite rewards (ensembles, heterogeneous combinations) are built from parts,
+        # each its own cached node, so e.g. a sweep over an ensemble's penalty trains none twice.
+        for name, part_cfg in (recipe.parts() if hasattr(recipe, "parts") else {}).items():
+            upstream[f"part/{name}"] = self._reward_node(f"{label}/{name}", part_cfg, current)
+            parts[name] = str(upstream[f"part/{name}"].path)
         for role, source in recipe.sources().items():
-            upstream[role], rows[role] = self._reward_rows(source, recipe)
+            upstream[role], rows[role] = self._reward_rows(swap(source), recipe)
         policies = {}
         for role, name in recipe.policies().items():
-            upstream[role] = self.policy(name)
+            upstream[role] = self.policy(swap(name))
             policies[role] = str(upstream[role].path)
-        config = {"reward": self.cfg.reward, "lengths": self.cfg.data.lengths,
+        config = {"reward": reward_cfg, "lengths": self.cfg.data.lengths,
                   "trainer": self.cfg.trainer, "seed": self.cfg.seed}
-        return self._node("reward", "reward", config, upstream, lambda out: recipe.build(
-            out, RewardInputs(rows, policies, self.model_options), self.lengths, self.cfg.trainer, self.cfg.seed,
-            self.tracker.lightning_logger("rm"), self.cfg.progress))
+        return self._node(label, "reward", config, upstream, lambda out: recipe.build(
+            out, RewardInputs(rows, policies, self.model_options, parts), self.lengths, self.cfg.trainer,
+            self.cfg.seed, self.tracker.lightning_logger("rm"), self.cfg.progress))
 
     def gold_scorer(self):
         if self._gold is None:
             self._gold = instantiate(self.cfg.gold)
         return self._gold
 
-    def scores(self, label: str, source: Artifact, rows: list[dict], scorer_name: str) -> Artifact:
-        """Score `rows` (read from `source`) with the gold reward or the trained reward."""
+    def scores(self, label: str, source: Artifact, rows: list[dict], scorer_name: str,
+               reward: Artifact | None = None) -> Artifact:
+        """Score `rows` (read from `source`) with the gold reward or a trained reward
+        (`reward`, by default the job's reward model)."""
         if scorer_name == "gold":
             config, upstream = {"gold": self.cfg.gold}, {"rows": source}
             make = self.gold_scorer
         else:
             from afd.scoring import load_scorer
 
-            reward = self.reward()
+            reward = reward or self.reward()
             config, upstream = {"reward": "trained"}, {"rows": source, "reward": reward}
             make = lambda: load_scorer(reward.path)  # noqa: E731
         return self._node(f"score/{scorer_name}/{label}", "score", config, upstream,
                           lambda out: score_stage.build(out, rows, make()))
+
+    def policy_metrics(self, policy: str, pool: Artifact) -> Artifact:
+        """div/* metrics (where the task knows its demonstrator) and diversity of a policy's
+        held-out pool."""
+        policy = self.canonical(policy)
+        config = {"lengths": self.cfg.data.lengths, "coverage_samples": self.cfg.eval.coverage_samples,
+                  "format": policy_metrics_stage.VERSION}
+        upstream = {"data": self.data(), "policy": self.policy(policy), "samples": pool}
+        demonstrator = getattr(instantiate(self.cfg.data.task), "demonstrator", None)
+        return self._node(f"policy_metrics/{policy}", "policy_metrics", config, upstream,
+                          lambda out: policy_metrics_stage.build(
+            out, sample_stage.read_samples(pool.path), str(upstream["policy"].path), self.lengths,
+            demonstrator, self.cfg.eval.coverage_samples))

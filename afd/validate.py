@@ -64,5 +64,7 @@ def validate(cfg: DictConfig) -> None:
     _instantiable(cfg.data.task, "data.task")
     _instantiable(cfg.model, "model")
     _instantiable(cfg.reward, "reward")
+    _instantiable(cfg.divergence, "divergence")
+    _int(cfg, "eval.coverage_samples", 1)
     _instantiable(cfg.gold, "gold")
     _instantiable(cfg.logger, "logger")

@@ -34,6 +34,7 @@ class RewardInputs:
     rows: dict[str, list[dict]]  # role ("positive"/"negative") -> rows with prompt, response
     policies: dict[str, str]  # role ("backbone"/"numerator"/...) -> model path
     options: ModelOptions = field(default_factory=ModelOptions)  # dtype, LoRA, ... of the model config
+    parts: dict[str, str] = field(default_factory=dict)  # composite rewards: part -> artifact path
 
 
 def scorer_spec(target: str, lengths: Lengths, options: ModelOptions, **paths) -> dict:
@@ -100,6 +101,8 @@ class Discriminator:
     val_fraction: float = 0.1
     schedule: Schedule = field(default_factory=Schedule)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    seed_offset: int = 0  # ensemble members: a different initialisation and data order ...
+    bootstrap: bool = False  # ... and optionally a bootstrap resample of the training rows
 
     def __post_init__(self):
         self.schedule = as_dataclass(Schedule, self.schedule, "reward.schedule")
@@ -123,6 +126,10 @@ class Discriminator:
         rows, dropped = training_rows(rows, load_tokenizer(inputs.policies["backbone"],
                                                            inputs.options.trust_remote_code), lengths)
         train, val = split_by_prompt(rows, self.val_fraction, seed)
+        seed = seed + self.seed_offset  # the split stays shared: members agree on held-out rows
+        if self.bootstrap:
+            rng = random.Random(seed)
+            train = [train[rng.randrange(len(train))] for _ in train]
         model, tokenizer = _train_classifier(out_dir, self, inputs, train, val, ClassifierCollator,
                                              "bce", lengths, trainer_cfg, seed, logger, progress)
         scores = classifier_scores(model, tokenizer, _rows(val, ("prompt", "response")), lengths)
