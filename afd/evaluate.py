@@ -82,7 +82,13 @@ def evaluate(pipe, n: int) -> dict:
     curve = bon_curve(gold2d, proxy2d, curve_points(n, n_max))
     reward_metrics = pipe.reward().metrics
     within = [spearman(p, g) for p, g in zip(proxy2d, gold2d)]
+    extra = {}
+    if cfg.rounds > 1:
+        from afd.iterate import run_rounds
+
+        extra["rounds"] = run_rounds(pipe, n)
     return {
+        **extra,
         "gold": {
             "init": stat(per_prompt(gold_init, init_rows)),
             "sft": stat(gold_sft.reshape(num_pool_prompts, n_max).mean(1)),

@@ -94,6 +94,9 @@ def run_job(cfg: DictConfig) -> dict:
             "wall_s": round(time.time() - start, 2),
         }
         (output_dir / RESULTS).write_text(json.dumps(results, indent=2))
+        for r in results.get("rounds", {}).get("per_round", []):
+            tracker.log({f"rounds/{k}": v for k, v in r.items() if k != "round" and v is not None},
+                        step_key="rounds/round", step=r["round"])
         summary = tracked_metrics(results)
         tracker.log(summary)
         tracker.summary(summary)

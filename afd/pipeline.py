@@ -55,7 +55,10 @@ class Pipeline:
 
     def _node(self, label: str, stage: str, config: dict, upstream: dict[str, Artifact], build):
         if label in self.artifacts:
-            return self.artifacts[label]
+            known = self.artifacts[label]
+            if known.key != artifact_key(stage, plain(config), {k: a.key for k, a in upstream.items()}):
+                raise RuntimeError(f"two different {stage} artifacts labelled {label!r} in one job")
+            return known
         art = self.cache.get_or_build(stage, plain(config), upstream, build)
         self.status[label] = art.status
         self.artifacts[label] = art
@@ -150,13 +153,14 @@ class Pipeline:
         return as_dataclass(OptimConfig, self.cfg[name].optim, f"{name}.optim")
 
     # -- samples, rewards, scores -------------------------------------------------------
-    def samples(self, policy: str, split: str, num_samples: int, num_prompts: int | None = None) -> Artifact:
+    def samples(self, policy: str, split: str, num_samples: int, num_prompts: int | None = None,
+                tag: str = "") -> Artifact:
         policy = self.canonical(policy)
         data, pol = self.data(), self.policy(policy)
         seed = self.cfg.seed + (TRAIN_SEED_OFFSET if split == "train" else HELDOUT_SEED_OFFSET)
         config = {"sampling": self.cfg.sampling, "lengths": self.cfg.data.lengths, "split": split,
                   "num_samples": num_samples, "num_prompts": num_prompts, "seed": seed}
-        label = f"sample/{policy}/{split}"
+        label = f"sample/{policy}/{split}" + (f"/{tag}" if tag else "")
         return self._node(label, "sample", config, {"data": data, "policy": pol}, lambda out: sample_stage.build(
             out, data.path, str(pol.path), split, num_samples, num_prompts, self.sampling,
             self.lengths, seed, self.cfg.progress, self.model_options))

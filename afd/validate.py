@@ -66,5 +66,9 @@ def validate(cfg: DictConfig) -> None:
     _instantiable(cfg.reward, "reward")
     _instantiable(cfg.divergence, "divergence")
     _int(cfg, "eval.coverage_samples", 1)
+    _int(cfg, "rounds", 1)
+    _int(cfg, "iterate.n", 1)
+    if cfg.iterate.num_prompts is not None:
+        _int(cfg, "iterate.num_prompts", 1)
     _instantiable(cfg.gold, "gold")
     _instantiable(cfg.logger, "logger")
