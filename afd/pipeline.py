@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from afd.batching import Lengths
 from afd.cache import Artifact, StageCache, artifact_key
@@ -37,7 +37,13 @@ TRAIN_SEED_OFFSET, HELDOUT_SEED_OFFSET = 0, 1
 
 
 def plain(node):
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    """Plain containers with interpolations resolved, also inside dicts of config nodes:
+    a key must hold `data.task.noise`'s value, never the string "${data.noise}"."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    if isinstance(node, dict):
+        return {k: plain(v) for k, v in node.items()}
+    return node
 
 
 class Pipeline:

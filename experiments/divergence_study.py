@@ -28,7 +28,8 @@ BUDGET_S = 15 * 60
 
 
 def run_study(workdir: Path, divergences: str, seeds: str, overrides: list[str]) -> tuple[float, Path]:
-    env = {**os.environ, "AFD_CACHE_DIR": str(workdir / "cache"), "PYTHONPATH": str(ROOT),
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "AFD_CACHE_DIR": str(workdir / "cache"), "PYTHONPATH": path,
            "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     args = ["+experiment=toy_divergence", "-m", f"divergence={divergences}", f"seed={seeds}",
             "progress=false", *overrides]
