@@ -6,17 +6,20 @@ discriminator trained by binary cross-entropy on demonstrations (label 1) agains
 samples (label 0) has logit l(y) = log beta(y) - log pi(y) = log r(y) at its optimum. Then
 
     grad_theta D_f(beta || pi_theta) = -E_pi[grad log pi(y) * h(l(y))],
-    h(l) = r f'(r) - f(r) = f*(f'(r)),   r = exp(l),
+    h(l) = r f'(r) - f(r) - f'(1) = f*(f'(r)) - f*(f'(1)),   r = exp(l),
 
-so policy gradient on the reward h(l) minimises D_f: h is the f-GAN generator's reward
-f*(T) evaluated at the optimal critic T = f'(r). Instances (h up to the constants a
-baseline removes):
+so policy gradient on the reward h(l) minimises D_f: up to a constant, h is the f-GAN
+generator's reward f*(T) at the optimal critic T = f'(r). The constant makes h(0) = 0: a
+reply (or token) the discriminator cannot tell from a demonstration earns nothing. A
+sequence-level baseline removes any constant, but per-token rewards (the occupancy-level
+discriminator) sum over a reply's length, and a constant there is a length bonus or
+penalty: with h = l - 1 a reverse-KL policy learns to stop at once. Instances:
 
-    reverse_kl  KL(pi || beta)      f(u) = -log u                 h = l - 1  (the logit)
+    reverse_kl  KL(pi || beta)      f(u) = -log u                 h = l  (the logit, log D - log(1-D))
     js          Jensen-Shannon      f(u) = (u log u - (1+u) log((1+u)/2)) / 2
                                                                   h = (softplus(l) - log 2) / 2
                                                                     = -(log(1 - D) + log 2) / 2
-    forward_kl  KL(beta || pi)      f(u) = u log u                h = exp(l)
+    forward_kl  KL(beta || pi)      f(u) = u log u                h = exp(l) - 1
     hellinger   squared Hellinger   f(u) = (sqrt(u) - 1)^2        h = exp(l / 2) - 1
     pearson     Pearson chi^2       f(u) = (u - 1)^2              h = exp(2 l) - 1
 
@@ -52,7 +55,7 @@ class FDivergence:
         raise NotImplementedError
 
     def reward(self, logit: torch.Tensor) -> torch.Tensor:
-        """h(l) = f*(f'(e^l)) = r f'(r) - f(r): the per-sample policy reward."""
+        """h(l) = r f'(r) - f(r) - f'(1), r = e^l: the policy reward, 0 where D is unsure."""
         raise NotImplementedError
 
     def divergence(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -82,7 +85,7 @@ class ReverseKL(FDivergence):
         return -1.0 - torch.log(-t)
 
     def reward(self, logit):
-        return logit - 1.0
+        return logit
 
 
 class ForwardKL(FDivergence):
@@ -100,7 +103,7 @@ class ForwardKL(FDivergence):
         return torch.exp(t - 1.0)
 
     def reward(self, logit):
-        return torch.exp(logit)
+        return torch.expm1(logit)
 
 
 class JensenShannon(FDivergence):

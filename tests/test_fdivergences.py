@@ -50,8 +50,11 @@ def test_reward_is_the_conjugate_at_the_optimal_critic(cls):
     div = cls()
     logit = torch.linspace(-3, 3, 13)
     r = torch.exp(logit)
-    torch.testing.assert_close(div.reward(logit), div.conjugate(div.f_prime(r)))
-    torch.testing.assert_close(div.reward(logit), r * div.f_prime(r) - div.f(r))
+    one = torch.tensor(1.0)
+    torch.testing.assert_close(div.reward(logit), div.conjugate(div.f_prime(r)) - div.conjugate(div.f_prime(one)))
+    torch.testing.assert_close(div.reward(logit), r * div.f_prime(r) - div.f(r) - div.f_prime(one))
+    # no reward where the discriminator cannot tell: per-token rewards carry no length bias
+    assert float(div.reward(torch.tensor(0.0))) == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("cls", ALL)
@@ -89,6 +92,6 @@ def test_named_rewards_match_the_textbook_forms():
     logit = torch.tensor([-2.0, 0.0, 1.5])
     d = torch.sigmoid(logit)
     # reverse KL: log D - log(1 - D) up to a constant; JS: GAIL's -log(1 - D), halved and shifted
-    torch.testing.assert_close(ReverseKL().reward(logit) + 1, torch.log(d) - torch.log(1 - d))
+    torch.testing.assert_close(ReverseKL().reward(logit), torch.log(d) - torch.log(1 - d))
     torch.testing.assert_close(JensenShannon().reward(logit), 0.5 * (-torch.log(1 - d) - math.log(2)))
-    torch.testing.assert_close(ForwardKL().reward(logit), d / (1 - d))
+    torch.testing.assert_close(ForwardKL().reward(logit), d / (1 - d) - 1)
