@@ -101,11 +101,11 @@ def build(out_dir: Path, data_dir: Path, policies: dict[str, str], recipe, cfg: 
         tokenizer.pad_token_id, tokenizer.eos_token_id, seed, banned, score_gold,
         lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip(), None)
     kwargs, module.clip = manual_trainer_kwargs(trainer_cfg)
-    trainer = L.Trainer(max_epochs=1, logger=logger, enable_checkpointing=False,
-                        enable_progress_bar=progress, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, **kwargs)
-    # Every process takes `steps` steps of `prompts_per_step` prompts (its shard of the draws).
-    draws = cfg.steps * cfg.prompts_per_step * trainer.world_size
+    # Every process takes `steps` steps of `prompts_per_step` prompts, its shard of the draws.
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=cfg.steps, logger=logger,
+                        enable_checkpointing=False, enable_progress_bar=progress,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, **kwargs)
+    draws = cfg.steps * cfg.prompts_per_step * trainer.num_nodes * trainer.num_devices
     loader = DataLoader(rows, batch_size=cfg.prompts_per_step, sampler=DrawWithReplacement(len(rows), draws, seed),
                         collate_fn=DemoCollator(tokenizer.pad_token_id), drop_last=True)
     log.info("adversarial %s (%s) for %d steps on %d demonstrations", recipe.name,
