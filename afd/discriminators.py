@@ -25,9 +25,10 @@ class TrajectoryDiscriminator:
     """A sequence classifier (the last response token's logit): reward at the end of y."""
 
     level = "trajectory"
+    task = "classifier"  # the peft task type LoRA wraps it as
 
-    def load(self, path, tokenizer, dtype: str = "float32"):
-        return load_classifier(path, tokenizer, dtype)
+    def load(self, path, tokenizer, dtype: str = "float32", trust_remote_code: bool = False):
+        return load_classifier(path, tokenizer, dtype, trust_remote_code)
 
     def logits(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """((B, 1) logits, (B, 1) mask): one score per response."""
@@ -39,11 +40,13 @@ class OccupancyDiscriminator:
     """A token classifier: the logit at a response token scores (prefix, that token)."""
 
     level = "occupancy"
+    task = "token_classifier"
 
-    def load(self, path, tokenizer, dtype: str = "float32"):
-        config = AutoConfig.from_pretrained(str(path), num_labels=1)
+    def load(self, path, tokenizer, dtype: str = "float32", trust_remote_code: bool = False):
+        config = AutoConfig.from_pretrained(str(path), num_labels=1, trust_remote_code=trust_remote_code)
         config.classifier_dropout = 0.0  # the logit is a reward: no noise on it
-        model = AutoModelForTokenClassification.from_pretrained(str(path), config=config, dtype=DTYPES[dtype])
+        model = AutoModelForTokenClassification.from_pretrained(
+            str(path), config=config, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
         resize_for_tokenizer(model, tokenizer)
         return model
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classifier": "SEQ_CLS"}
+TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classifier": "SEQ_CLS", "token_classifier": "TOKEN_CLS"}
 
 
 @dataclass(frozen=True)

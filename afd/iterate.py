@@ -38,7 +38,7 @@ def round_policy(pipe, k: int) -> Artifact:
     return pipe._node(f"round/{k}", "distill", config, upstream, lambda out: distill_stage.build(
         out, [(r["prompt"], r["response"]) for r in best], str(base.path), pipe._schedule("iterate"),
         pipe._optim("iterate"), pipe.lengths, pipe.cfg.trainer, pipe.cfg.seed + k,
-        pipe.tracker.lightning_logger(f"round{k}"), pipe.cfg.progress))
+        pipe.tracker.lightning_logger(f"round{k}"), pipe.cfg.progress, pipe.model_options))
 
 
 def heldout_round(pipe, k: int, n: int) -> dict:

@@ -146,11 +146,11 @@ class Pipeline:
         config = {"divergence": self.cfg.divergence, "lengths": self.cfg.data.lengths,
                   "max_new_tokens": self.cfg.sampling.max_new_tokens, "trainer": self.cfg.trainer,
                   "seed": self.cfg.seed}
-        gold = instantiate(self.cfg.gold)
         return self._node("policy", "adversarial", config, upstream, lambda out: adversarial_stage.build(
             out, upstream["data"].path, {role: str(upstream[role].path) for role in recipe.policies()},
             recipe, recipe.config(self.cfg.sampling.max_new_tokens), self.lengths, self.cfg.trainer,
-            self.cfg.seed, gold, self.tracker.lightning_logger("adv"), self.cfg.progress, recipe.num_prompts))
+            self.cfg.seed, self.gold_scorer, self.tracker.lightning_logger("adv"), self.cfg.progress, recipe.num_prompts,
+            self.model_options))
 
     def _schedule(self, name: str) -> Schedule:
         return as_dataclass(Schedule, self.cfg[name].schedule, f"{name}.schedule")
@@ -245,4 +245,4 @@ class Pipeline:
         return self._node(f"policy_metrics/{policy}", "policy_metrics", config, upstream,
                           lambda out: policy_metrics_stage.build(
             out, sample_stage.read_samples(pool.path), str(upstream["policy"].path), self.lengths,
-            demonstrator, self.cfg.eval.coverage_samples))
+            demonstrator, self.cfg.eval.coverage_samples, self.model_options))

@@ -15,12 +15,12 @@ ROWS = [{"prompt": "Human: thank you so much Assistant:", "response": r}
 @pytest.mark.slow
 def test_ensemble_members_are_shared_and_the_score_is_mean_minus_penalty_std(tiny_cfg):
     single = run_job(tiny_cfg("reward=init_sft"))
-    mean = run_job(tiny_cfg("reward=ensemble", "reward.size=3", "reward.member.num_prompts=60", drop=TINY_MEMBER))
+    mean = run_job(tiny_cfg("reward=ensemble", "reward.size=3", "rm.num_prompts=60", drop=TINY_MEMBER))
     # member 0 is the single reward model itself; members 1, 2 differ by seed
     assert mean["stages"]["reward/member0"] == "cached"
     assert mean["stages"]["reward/member1"] == mean["stages"]["reward/member2"] == "trained"
     conservative = run_job(tiny_cfg("reward=ensemble_conservative", "reward.size=3",
-                                    "reward.member.num_prompts=60", drop=TINY_MEMBER))
+                                    "rm.num_prompts=60", drop=TINY_MEMBER))
     assert {conservative["stages"][f"reward/member{i}"] for i in range(3)} == {"cached"}
     assert conservative["stages"]["reward"] == "trained"  # only the combination is new
     members = [load_scorer(conservative["artifacts"][f"reward/member{i}"]).score(ROWS) for i in range(3)]
@@ -35,7 +35,7 @@ def test_ensemble_members_are_shared_and_the_score_is_mean_minus_penalty_std(tin
 
 @pytest.mark.slow
 def test_heterogeneous_reward_is_the_weighted_standardised_sum(tiny_cfg):
-    results = run_job(tiny_cfg("reward=irl_bt", "reward.components.irl.num_prompts=60",
+    results = run_job(tiny_cfg("reward=irl_bt", "rm.num_prompts=60",
                                "reward.weights.irl=0.7", "reward.weights.bt=0.3", drop=TINY_MEMBER))
     arts = results["artifacts"]
     assert results["stages"]["reward/irl"] in ("trained", "cached") and "reward/bt" in results["stages"]

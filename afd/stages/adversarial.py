@@ -1,7 +1,8 @@
 """Stage `adversarial`: a policy trained by adversarial imitation (reverse KL, JS, any f).
 
 Starts from pi_SFT or pi0, trains an AdversarialModule against demonstrations of the
-training split, and saves the policy in HF format with its training curve
+training split (with the model options: dtype, LoRA on policy and discriminator, gradient
+checkpointing), and saves the policy in HF format, LoRA merged, with its training curve
 (`history.json`: discriminator loss and accuracy, proxy reward, KL to the reference and,
 where the task has one, the gold reward of the step's samples).
 """
@@ -17,7 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from lightning.pytorch.strategies import DeepSpeedStrategy
+
 from afd.batching import Lengths, encode_prompt, encode_response, pad_batch
+from afd.finetune import ModelOptions, prepare_for_training, save_trained
 from afd.models import load_policy, load_tokenizer
 from afd.modules.adversarial import AdversarialConfig, AdversarialModule
 from afd.stages.data import DataDir
@@ -84,20 +88,27 @@ def manual_trainer_kwargs(trainer_cfg) -> tuple[dict, float | None]:
 
 def build(out_dir: Path, data_dir: Path, policies: dict[str, str], recipe, cfg: AdversarialConfig,
           lengths: Lengths, trainer_cfg, seed: int, gold=None, logger=None, progress=True,
-          num_prompts: int | None = None) -> dict:
+          num_prompts: int | None = None, options: ModelOptions | None = None) -> dict:
+    """`policies`: paths of the roles start, reference and backbone; `gold`: a factory of
+    the gold scorer, called only if the task can score the samples (None: no gold curve)."""
+    options = options or ModelOptions()
     data = DataDir(data_dir)
     L.seed_everything(seed, workers=True, verbose=False)
-    tokenizer = load_tokenizer(policies["start"])
+    tokenizer = load_tokenizer(policies["start"], options.trust_remote_code)
     rows = demo_rows(data, tokenizer, lengths, num_prompts)
     banned = [tokenizer.convert_tokens_to_ids(t) for t in data.demonstrator_only_tokens]
     banned = [b for b in banned if b is not None and b != tokenizer.unk_token_id]
     score_gold = None
     if gold is not None:
+        scorer = gold()
+
         def score_gold(metas, texts):
-            return gold.score([{"meta": m, "response": t} for m, t in zip(metas, texts)])
+            return scorer.score([{"meta": m, "response": t} for m, t in zip(metas, texts)])
+    load = lambda role: load_policy(policies[role], tokenizer, options.dtype, options.trust_remote_code)  # noqa: E731
+    disc = recipe.discriminator.load(policies["backbone"], tokenizer, options.dtype, options.trust_remote_code)
     module = AdversarialModule(
-        load_policy(policies["start"], tokenizer), load_policy(policies["reference"], tokenizer),
-        recipe.discriminator.load(policies["backbone"], tokenizer), recipe.discriminator, recipe.f, cfg,
+        prepare_for_training(load("start"), options, "causal_lm"), load("reference"),
+        prepare_for_training(disc, options, recipe.discriminator.task), recipe.discriminator, recipe.f, cfg,
         tokenizer.pad_token_id, tokenizer.eos_token_id, seed, banned, score_gold,
         lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip(), None)
     kwargs, module.clip = manual_trainer_kwargs(trainer_cfg)
@@ -111,7 +122,13 @@ def build(out_dir: Path, data_dir: Path, policies: dict[str, str], recipe, cfg: 
     log.info("adversarial %s (%s) for %d steps on %d demonstrations", recipe.name,
              recipe.discriminator.level, cfg.steps, len(rows))
     trainer.fit(module, loader)
-    export_hf_model(trainer, module, out_dir, attr="policy")
+    if isinstance(trainer.strategy, DeepSpeedStrategy):  # ZeRO shards: gathered by every rank
+        if options.lora is not None:
+            raise NotImplementedError("LoRA adapters under DeepSpeed: export is not supported; "
+                                      "use full fine-tuning (model.lora=null) or another strategy")
+        export_hf_model(trainer, module, out_dir, attr="policy")
+    elif trainer.is_global_zero:
+        save_trained(module.policy, tokenizer, out_dir)
     if trainer.is_global_zero:
         tokenizer.save_pretrained(out_dir)
         (Path(out_dir) / HISTORY).write_text(json.dumps(module.history))

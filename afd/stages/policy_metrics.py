@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from afd import divergence_metrics as dm
+from afd.devices import inference_device
 from afd.diversity import distinct_n, self_bleu
+from afd.finetune import ModelOptions
 from afd.models import load_policy, load_tokenizer
 from afd.scoring import sequence_logprobs
 
@@ -55,9 +57,10 @@ def divergences(demonstrator, meta: dict, texts: list[str], logp: np.ndarray,
 
 
 def build(out_dir: Path, rows: list[dict], policy_path: str, lengths, demonstrator,
-          coverage_samples: int) -> dict:
-    tokenizer = load_tokenizer(policy_path)
-    model = load_policy(policy_path, tokenizer)
+          coverage_samples: int, options: ModelOptions | None = None) -> dict:
+    options = options or ModelOptions()
+    tokenizer = load_tokenizer(policy_path, options.trust_remote_code)
+    model = load_policy(policy_path, tokenizer, options.dtype, options.trust_remote_code).to(inference_device())
     logp = sequence_logprobs(model, tokenizer, rows, lengths)
     groups = group_by_prompt(rows)
     supports: list[list[str]] = []
