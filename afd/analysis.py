@@ -15,8 +15,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DIV_KEYS = ("precision", "coverage", "mode_share", "entropy", "forward_kl", "reverse_kl",
-            "support_mass", "distinct_1", "distinct_2", "self_bleu")
+DIV_KEYS = (
+    "precision",
+    "coverage",
+    "mode_share",
+    "entropy",
+    "forward_kl",
+    "reverse_kl",
+    "support_mass",
+    "distinct_1",
+    "distinct_2",
+    "self_bleu",
+)
 ORDER = ("forward_kl", "js", "reverse_kl")
 
 
@@ -27,9 +37,26 @@ def load(sweep_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
         raise FileNotFoundError(f"no results.json under {sweep_dir}")
     rows = []
     for r in raw:
-        row = {k: r.get(k) for k in ("experiment", "divergence", "divergence_level", "reward", "seed", "n", "wall_s")}
-        row["noise"] = next((float(o.split("=", 1)[1]) for o in r.get("overrides", [])
-                             if o.split("=", 1)[0] in ("data.noise", "data.task.noise")), 0.0)
+        row = {
+            k: r.get(k)
+            for k in (
+                "experiment",
+                "divergence",
+                "divergence_level",
+                "reward",
+                "seed",
+                "n",
+                "wall_s",
+            )
+        }
+        row["noise"] = next(
+            (
+                float(o.split("=", 1)[1])
+                for o in r.get("overrides", [])
+                if o.split("=", 1)[0] in ("data.noise", "data.task.noise")
+            ),
+            0.0,
+        )
         row.update({f"gold_{p}": v["mean"] for p, v in r["gold"].items()})
         row.update({f"div_{k}": r.get("div", {}).get(k, math.nan) for k in DIV_KEYS})
         rows.append(row)
@@ -57,18 +84,35 @@ def mode_seeking_check(table: pd.DataFrame) -> dict:
     if not {"forward_kl", "reverse_kl"} <= set(table.index):
         return {"checked": False}
     f, r = table.loc["forward_kl"], table.loc["reverse_kl"]
-    parts = {"higher_precision": r.div_precision > f.div_precision,
-             "lower_coverage": r.div_coverage < f.div_coverage,
-             "lower_entropy": r.div_entropy < f.div_entropy}
-    numbers = {f"{k}_{name}": float(row[f"div_{k}"]) for name, row in (("forward_kl", f), ("reverse_kl", r))
-               for k in ("precision", "coverage", "entropy")}
-    return {"checked": True, "holds": all(parts.values()), **{k: bool(v) for k, v in parts.items()}, **numbers}
+    parts = {
+        "higher_precision": r.div_precision > f.div_precision,
+        "lower_coverage": r.div_coverage < f.div_coverage,
+        "lower_entropy": r.div_entropy < f.div_entropy,
+    }
+    numbers = {
+        f"{k}_{name}": float(row[f"div_{k}"])
+        for name, row in (("forward_kl", f), ("reverse_kl", r))
+        for k in ("precision", "coverage", "entropy")
+    }
+    return {
+        "checked": True,
+        "holds": all(parts.values()),
+        **{k: bool(v) for k, v in parts.items()},
+        **numbers,
+    }
 
 
 def plot_precision_coverage(table: pd.DataFrame, ax) -> None:
     for name, row in table.iterrows():
-        ax.errorbar(row.div_coverage, row.div_precision, xerr=row.div_coverage_sem, yerr=row.div_precision_sem,
-                    marker="o", capsize=3, label=name)
+        ax.errorbar(
+            row.div_coverage,
+            row.div_precision,
+            xerr=row.div_coverage_sem,
+            yerr=row.div_precision_sem,
+            marker="o",
+            capsize=3,
+            label=name,
+        )
     ax.set_xlabel("coverage (demonstrator mass of modes produced)")
     ax.set_ylabel("precision (samples inside the support)")
     ax.set_title("mass-covering vs mode-seeking")
@@ -79,9 +123,18 @@ def plot_bars(table: pd.DataFrame, columns: list[str], ax, title: str = "") -> N
     width = 0.8 / max(1, len(table))
     x = np.arange(len(columns))
     for i, (name, row) in enumerate(table.iterrows()):
-        ax.bar(x + i * width, [row[c] for c in columns], width, yerr=[row[f"{c}_sem"] for c in columns],
-               capsize=3, label=name)
-    ax.set_xticks(x + width * (len(table) - 1) / 2, [c.replace("div_", "").replace("gold_", "gold ") for c in columns])
+        ax.bar(
+            x + i * width,
+            [row[c] for c in columns],
+            width,
+            yerr=[row[f"{c}_sem"] for c in columns],
+            capsize=3,
+            label=name,
+        )
+    ax.set_xticks(
+        x + width * (len(table) - 1) / 2,
+        [c.replace("div_", "").replace("gold_", "gold ") for c in columns],
+    )
     ax.set_title(title)
     ax.legend(fontsize=8)
 
@@ -100,13 +153,24 @@ def plot_overoptimisation(raw: list[dict], ax, key: str = "divergence") -> None:
         curve = r["bon_curve"]
         ns = sorted(int(k) for k in curve)
         kl = [curve[str(k)]["kl_analytic"] for k in ns]
-        line = ax.plot(kl, [curve[str(k)]["gold_mean"] for k in ns], "-o", ms=3, label=f"BoN on {name}")[0]
-        proxy_ax.plot(kl, [curve[str(k)]["proxy_mean"] for k in ns], "--", color=line.get_color(), alpha=0.6)
+        line = ax.plot(
+            kl, [curve[str(k)]["gold_mean"] for k in ns], "-o", ms=3, label=f"BoN on {name}"
+        )[0]
+        proxy_ax.plot(
+            kl, [curve[str(k)]["proxy_mean"] for k in ns], "--", color=line.get_color(), alpha=0.6
+        )
         steps = [s for s in r.get("policy_curve", []) if "kl" in s]
         if steps:
-            line = ax.plot([s["kl"] for s in steps], [s["gold"] for s in steps], "-s", ms=3,
-                           label=f"policy gradient, {name}")[0]
-            proxy_ax.plot([s["kl"] for s in steps], [s["reward"] for s in steps], ":", color=line.get_color())
+            line = ax.plot(
+                [s["kl"] for s in steps],
+                [s["gold"] for s in steps],
+                "-s",
+                ms=3,
+                label=f"policy gradient, {name}",
+            )[0]
+            proxy_ax.plot(
+                [s["kl"] for s in steps], [s["reward"] for s in steps], ":", color=line.get_color()
+            )
     ax.set_xlabel("KL from the base policy (nats)")
     ax.set_ylabel("gold reward (solid)")
     proxy_ax.set_ylabel("proxy reward (dashed: reward model; dotted: discriminator)")

@@ -43,10 +43,13 @@ class OccupancyDiscriminator:
     task = "token_classifier"
 
     def load(self, path, tokenizer, dtype: str = "float32", trust_remote_code: bool = False):
-        config = AutoConfig.from_pretrained(str(path), num_labels=1, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(
+            str(path), num_labels=1, trust_remote_code=trust_remote_code
+        )
         config.classifier_dropout = 0.0  # the logit is a reward: no noise on it
         model = AutoModelForTokenClassification.from_pretrained(
-            str(path), config=config, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+            str(path), config=config, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
+        )
         resize_for_tokenizer(model, tokenizer)
         return model
 

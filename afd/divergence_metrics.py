@@ -27,8 +27,9 @@ def forward_kl_exact(beta: dict[str, float], logp_pi: dict[str, float]) -> float
     return float(sum(b * (math.log(b) - logp_pi[y]) for y, b in beta.items() if b > 0))
 
 
-def reverse_kl_estimate(logp_pi: Sequence[float], logp_beta: Sequence[float],
-                        eps: float = SMOOTHING_EPS) -> float:
+def reverse_kl_estimate(
+    logp_pi: Sequence[float], logp_beta: Sequence[float], eps: float = SMOOTHING_EPS
+) -> float:
     """Monte Carlo KL(pi || (1 - eps) beta + eps pi) on samples of pi (log beta = -inf
     outside beta's support)."""
     logp_pi, logp_beta = np.asarray(logp_pi, float), np.asarray(logp_beta, float)

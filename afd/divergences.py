@@ -36,9 +36,9 @@ class Adversarial:
     name: str = "{f}"  # "{f}" stands for the f-divergence's name
     f: FDivergence = field(default_factory=ReverseKL)
     discriminator: object = field(default_factory=TrajectoryDiscriminator)
-    start: str = "sft"       # initial policy: sft | init
-    reference: str = "sft"   # KL anchor: sft | init
-    backbone: str = "sft"    # the discriminator's initial weights: sft | init
+    start: str = "sft"  # initial policy: sft | init
+    reference: str = "sft"  # KL anchor: sft | init
+    backbone: str = "sft"  # the discriminator's initial weights: sft | init
     num_prompts: int | None = None  # training prompts (demonstrations) used; None: all
     steps: int = 200
     prompts_per_step: int = 16
@@ -61,16 +61,26 @@ class Adversarial:
         self.disc_optim = as_dataclass(OptimConfig, self.disc_optim, "divergence.disc_optim")
         for key in ("start", "reference", "backbone"):
             if getattr(self, key) not in POLICIES:
-                raise ValueError(f"divergence.{key} must be one of {POLICIES}, got {getattr(self, key)!r}")
-        for key, low in (("steps", 1), ("prompts_per_step", 1), ("samples_per_prompt", 2),
-                         ("disc_updates_per_step", 1), ("policy_update_every", 1),
-                         ("disc_warmup_steps", 0), ("log_every", 1)):
+                raise ValueError(
+                    f"divergence.{key} must be one of {POLICIES}, got {getattr(self, key)!r}"
+                )
+        for key, low in (
+            ("steps", 1),
+            ("prompts_per_step", 1),
+            ("samples_per_prompt", 2),
+            ("disc_updates_per_step", 1),
+            ("policy_update_every", 1),
+            ("disc_warmup_steps", 0),
+            ("log_every", 1),
+        ):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"divergence.{key} must be an integer >= {low}, got {value!r}")
         if self.disc_warmup_steps >= self.steps:
-            raise ValueError(f"divergence.disc_warmup_steps ({self.disc_warmup_steps}) leaves no "
-                             f"policy update in divergence.steps ({self.steps})")
+            raise ValueError(
+                f"divergence.disc_warmup_steps ({self.disc_warmup_steps}) leaves no "
+                f"policy update in divergence.steps ({self.steps})"
+            )
         if not self.kl_coef >= 0:
             raise ValueError(f"divergence.kl_coef must be >= 0, got {self.kl_coef}")
         if not self.logit_clip > 0:
@@ -82,7 +92,20 @@ class Adversarial:
         return {"start": self.start, "reference": self.reference, "backbone": self.backbone}
 
     def config(self, max_new_tokens: int) -> AdversarialConfig:
-        keys = ("steps", "prompts_per_step", "samples_per_prompt", "kl_coef", "disc_updates_per_step",
-                "policy_update_every", "disc_warmup_steps", "logit_clip", "temperature", "log_every",
-                "policy_optim", "disc_optim")
-        return AdversarialConfig(max_new_tokens=max_new_tokens, **{k: getattr(self, k) for k in keys})
+        keys = (
+            "steps",
+            "prompts_per_step",
+            "samples_per_prompt",
+            "kl_coef",
+            "disc_updates_per_step",
+            "policy_update_every",
+            "disc_warmup_steps",
+            "logit_clip",
+            "temperature",
+            "log_every",
+            "policy_optim",
+            "disc_optim",
+        )
+        return AdversarialConfig(
+            max_new_tokens=max_new_tokens, **{k: getattr(self, k) for k in keys}
+        )

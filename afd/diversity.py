@@ -15,7 +15,7 @@ SMOOTHING = 0.1  # Chen & Cherry's method 1: a zero n-gram match counts as 0.1
 
 
 def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -54,4 +54,4 @@ def self_bleu(texts: Sequence[str], max_n: int = 4) -> float:
     if len(texts) < 2:
         return float("nan")
     texts = list(texts)
-    return sum(bleu(t, texts[:i] + texts[i + 1:], max_n) for i, t in enumerate(texts)) / len(texts)
+    return sum(bleu(t, texts[:i] + texts[i + 1 :], max_n) for i, t in enumerate(texts)) / len(texts)

@@ -29,16 +29,36 @@ def round_policy(pipe, k: int) -> Artifact:
     reward = pipe.reward(current=previous)
     pool = pipe.samples(previous, "train", cfg.n, cfg.num_prompts, tag=f"best_of_{cfg.n}")
     rows = read_samples(pool.path)
-    scores = read_scores(pipe.scores(f"{pipe.canonical(previous)}/train/round{k}", pool, rows, "reward",
-                                     reward).path)
+    scores = read_scores(
+        pipe.scores(f"{pipe.canonical(previous)}/train/round{k}", pool, rows, "reward", reward).path
+    )
     best = [rows[i * cfg.n + int(np.argmax(s))] for i, s in enumerate(scores.reshape(-1, cfg.n))]
-    config = {"iterate": cfg, "lengths": pipe.cfg.data.lengths, "trainer": pipe.cfg.trainer,
-              "seed": pipe.cfg.seed}
+    config = {
+        "iterate": cfg,
+        "lengths": pipe.cfg.data.lengths,
+        "trainer": pipe.cfg.trainer,
+        "seed": pipe.cfg.seed,
+    }
     upstream = {"base": base, "reward": reward, "samples": pool}
-    return pipe._node(f"round/{k}", "distill", config, upstream, lambda out: distill_stage.build(
-        out, [(r["prompt"], r["response"]) for r in best], str(base.path), pipe._schedule("iterate"),
-        pipe._optim("iterate"), pipe.lengths, pipe.cfg.trainer, pipe.cfg.seed + k,
-        pipe.tracker.lightning_logger(f"round{k}"), pipe.cfg.progress, pipe.model_options))
+    return pipe._node(
+        f"round/{k}",
+        "distill",
+        config,
+        upstream,
+        lambda out: distill_stage.build(
+            out,
+            [(r["prompt"], r["response"]) for r in best],
+            str(base.path),
+            pipe._schedule("iterate"),
+            pipe._optim("iterate"),
+            pipe.lengths,
+            pipe.cfg.trainer,
+            pipe.cfg.seed + k,
+            pipe.tracker.lightning_logger(f"round{k}"),
+            pipe.cfg.progress,
+            pipe.model_options,
+        ),
+    )
 
 
 def heldout_round(pipe, k: int, n: int) -> dict:
@@ -49,12 +69,19 @@ def heldout_round(pipe, k: int, n: int) -> dict:
     reward = pipe.reward(current=previous)
     pool = pipe.samples(previous, "heldout", cfg.bon.n_max, cfg.bon.num_prompts)
     rows = read_samples(pool.path)
-    gold = read_scores(pipe.scores(f"{name}/heldout", pool, rows, "gold").path).reshape(-1, cfg.bon.n_max)
+    gold = read_scores(pipe.scores(f"{name}/heldout", pool, rows, "gold").path).reshape(
+        -1, cfg.bon.n_max
+    )
     proxy = read_scores(pipe.scores(f"{name}/heldout/round{k}", pool, rows, "reward", reward).path)
     curve = bon_curve(gold, proxy.reshape(gold.shape), [n])[n]
-    return {"round": k, "gold_policy": float(gold.mean()), "gold_bon": curve["gold_mean"],
-            "gold_bon_sem": curve["gold_sem"], "proxy_bon": curve["proxy_mean"],
-            "rm_accuracy": reward.metrics.get("accuracy")}
+    return {
+        "round": k,
+        "gold_policy": float(gold.mean()),
+        "gold_bon": curve["gold_mean"],
+        "gold_bon_sem": curve["gold_sem"],
+        "proxy_bon": curve["proxy_mean"],
+        "rm_accuracy": reward.metrics.get("accuracy"),
+    }
 
 
 def run_rounds(pipe, n: int) -> dict:

@@ -1,4 +1,5 @@
-"""The stage graph: data -> [pretrain] -> sft -> [adversarial] -> sample -> reward -> score, each cached.
+"""The stage graph: data -> [pretrain] -> sft -> [adversarial] -> sample -> reward -> score,
+each node cached.
 
 Every node names the config subtree it reads and its upstream artifacts; the cache turns
 that into a key, so a node is built once and reused by every job that needs it (a sweep
@@ -62,8 +63,9 @@ class Pipeline:
     def _node(self, label: str, stage: str, config: dict, upstream: dict[str, Artifact], build):
         if label in self.artifacts:
             known = self.artifacts[label]
-            if known.key != artifact_key(stage, plain(config), {k: a.key for k, a in upstream.items()}):
-                raise RuntimeError(f"two different {stage} artifacts labelled {label!r} in one job")
+            key = artifact_key(stage, plain(config), {k: a.key for k, a in upstream.items()})
+            if known.key != key:
+                raise RuntimeError(f"two {stage} artifacts labelled {label!r} in one job")
             return known
         art = self.cache.get_or_build(stage, plain(config), upstream, build)
         self.status[label] = art.status
@@ -123,9 +125,11 @@ class Pipeline:
             from afd.iterate import round_policy
 
             return round_policy(self, int(name.split("/", 1)[1]))
-        policies = {"init": self.init_policy, "sft": self.sft_policy, "policy": self.trained_policy}
+        policies = {"init": self.init_policy, "sft": self.sft_policy,
+                    "policy": self.trained_policy}
         if name not in policies:
-            raise ValueError(f"unknown policy {name!r}; expected one of {sorted(policies)} or round/<k>")
+            raise ValueError(f"unknown policy {name!r}; expected one of {sorted(policies)} "
+                             "or round/<k>")
         return policies[name]()
 
     def canonical(self, name: str) -> str:
@@ -142,15 +146,19 @@ class Pipeline:
         recipe = self.divergence
         if recipe.alias:
             return self.policy(recipe.alias)
-        upstream = {"data": self.data(), **{role: self.policy(n) for role, n in recipe.policies().items()}}
+        roles = recipe.policies()
+        upstream = {"data": self.data(), **{role: self.policy(n) for role, n in roles.items()}}
+        max_new_tokens = self.cfg.sampling.max_new_tokens
         config = {"divergence": self.cfg.divergence, "lengths": self.cfg.data.lengths,
-                  "max_new_tokens": self.cfg.sampling.max_new_tokens, "trainer": self.cfg.trainer,
+                  "max_new_tokens": max_new_tokens, "trainer": self.cfg.trainer,
                   "seed": self.cfg.seed}
-        return self._node("policy", "adversarial", config, upstream, lambda out: adversarial_stage.build(
-            out, upstream["data"].path, {role: str(upstream[role].path) for role in recipe.policies()},
-            recipe, recipe.config(self.cfg.sampling.max_new_tokens), self.lengths, self.cfg.trainer,
-            self.cfg.seed, self.gold_scorer, self.tracker.lightning_logger("adv"), self.cfg.progress, recipe.num_prompts,
-            self.model_options))
+        paths = {role: str(upstream[role].path) for role in roles}
+        return self._node("policy", "adversarial", config, upstream, lambda out: (
+            adversarial_stage.build(
+                out, upstream["data"].path, paths, recipe, recipe.config(max_new_tokens),
+                self.lengths, self.cfg.trainer, self.cfg.seed, self.gold_scorer,
+                self.tracker.lightning_logger("adv"), self.cfg.progress, recipe.num_prompts,
+                self.model_options)))
 
     def _schedule(self, name: str) -> Schedule:
         return as_dataclass(Schedule, self.cfg[name].schedule, f"{name}.schedule")
@@ -197,7 +205,7 @@ class Pipeline:
         rows: dict[str, list[dict]] = {}
         parts: dict[str, str] = {}
         # Composite rewards (ensembles, heterogeneous combinations) are built from parts,
-        # each its own cached node, so e.g. a sweep over an ensemble's penalty trains none twice.
+        # each its own cached node, so a sweep over an ensemble's penalty trains none twice.
         for name, part_cfg in (recipe.parts() if hasattr(recipe, "parts") else {}).items():
             upstream[f"part/{name}"] = self._reward_node(f"{label}/{name}", part_cfg, current)
             parts[name] = str(upstream[f"part/{name}"].path)
@@ -210,8 +218,9 @@ class Pipeline:
         config = {"reward": reward_cfg, "lengths": self.cfg.data.lengths,
                   "trainer": self.cfg.trainer, "seed": self.cfg.seed}
         return self._node(label, "reward", config, upstream, lambda out: recipe.build(
-            out, RewardInputs(rows, policies, self.model_options, parts), self.lengths, self.cfg.trainer,
-            self.cfg.seed, self.tracker.lightning_logger("rm"), self.cfg.progress))
+            out, RewardInputs(rows, policies, self.model_options, parts), self.lengths,
+            self.cfg.trainer, self.cfg.seed, self.tracker.lightning_logger("rm"),
+            self.cfg.progress))
 
     def gold_scorer(self):
         if self._gold is None:
@@ -238,11 +247,12 @@ class Pipeline:
         """div/* metrics (where the task knows its demonstrator) and diversity of a policy's
         held-out pool."""
         policy = self.canonical(policy)
-        config = {"lengths": self.cfg.data.lengths, "coverage_samples": self.cfg.eval.coverage_samples,
+        config = {"lengths": self.cfg.data.lengths,
+                  "coverage_samples": self.cfg.eval.coverage_samples,
                   "format": policy_metrics_stage.VERSION}
         upstream = {"data": self.data(), "policy": self.policy(policy), "samples": pool}
         demonstrator = getattr(instantiate(self.cfg.data.task), "demonstrator", None)
         return self._node(f"policy_metrics/{policy}", "policy_metrics", config, upstream,
                           lambda out: policy_metrics_stage.build(
-            out, sample_stage.read_samples(pool.path), str(upstream["policy"].path), self.lengths,
-            demonstrator, self.cfg.eval.coverage_samples, self.model_options))
+            out, sample_stage.read_samples(pool.path), str(upstream["policy"].path),
+            self.lengths, demonstrator, self.cfg.eval.coverage_samples, self.model_options))

@@ -30,9 +30,17 @@ class Rollouts:
 
 
 @torch.no_grad()
-def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: int, eos_id: int,
-           pad_id: int, generator: torch.Generator, temperature: float = 1.0,
-           banned_ids: list[int] = ()) -> Rollouts:
+def sample(
+    model,
+    prompts: list[list[int]],
+    num_samples: int,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    generator: torch.Generator,
+    temperature: float = 1.0,
+    banned_ids: list[int] = (),
+) -> Rollouts:
     """`num_samples` responses per prompt, grouped by prompt (prompt 0's samples first)."""
     was_training = model.training
     model.eval()
@@ -40,8 +48,12 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     batch = pad_batch(rows, pad_id, side="left")
     device = next(model.parameters()).device
     mask = batch["attention_mask"].to(device)
-    out = model(input_ids=batch["input_ids"].to(device), attention_mask=mask,
-                position_ids=batch["position_ids"].to(device), use_cache=True)
+    out = model(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=mask,
+        position_ids=batch["position_ids"].to(device),
+        use_cache=True,
+    )
     position = batch["position_ids"][:, -1].to(device)
     finished = torch.zeros(len(rows), dtype=torch.bool, device=device)
     tokens = []
@@ -60,8 +72,13 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
             break
         mask = torch.cat([mask, (~finished | (nxt == eos_id)).long()[:, None]], dim=1)
         position = position + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=position[:, None],
-                    past_key_values=out.past_key_values, use_cache=True)
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=mask,
+            position_ids=position[:, None],
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
     model.train(was_training)
     generated = torch.stack(tokens, 1).tolist() if tokens else [[] for _ in rows]
     responses = []

@@ -44,8 +44,8 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
             "job": str(path.parent.relative_to(sweep_dir)),
         })
         raw.append(r)
-    order = sorted(range(len(rows)), key=lambda i: (str(rows[i]["reward"]), str(rows[i]["divergence"]),
-                                                     rows[i]["seed"], rows[i]["n"]))
+    order = sorted(range(len(rows)), key=lambda i: (
+        str(rows[i]["reward"]), str(rows[i]["divergence"]), rows[i]["seed"], rows[i]["n"]))
     return [rows[i] for i in order], [raw[i] for i in order]
 
 
@@ -68,7 +68,8 @@ def plot_gold_vs_n(raw: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     groups: dict[str, list[dict]] = {}
     for r in raw:
-        policy = f", {r['divergence']}" if r.get("divergence", "forward_kl") != "forward_kl" else ""
+        trained = r.get("divergence", "forward_kl") != "forward_kl"
+        policy = f", {r['divergence']}" if trained else ""
         groups.setdefault(f"{r['reward']}{policy} (seed {r['seed']})", []).append(r)
     for label, results in groups.items():
         curve = results[0]["bon_curve"]  # every job of a group holds the same full curve

@@ -27,16 +27,33 @@ sys.path.insert(0, str(ROOT))
 BUDGET_S = 15 * 60
 
 
-def run_study(workdir: Path, divergences: str, seeds: str, overrides: list[str]) -> tuple[float, Path]:
+def run_study(
+    workdir: Path, divergences: str, seeds: str, overrides: list[str]
+) -> tuple[float, Path]:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "AFD_CACHE_DIR": str(workdir / "cache"), "PYTHONPATH": path,
-           "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
-    args = ["+experiment=toy_divergence", "-m", f"divergence={divergences}", f"seed={seeds}",
-            "progress=false", *overrides]
+    env = {
+        **os.environ,
+        "AFD_CACHE_DIR": str(workdir / "cache"),
+        "PYTHONPATH": path,
+        "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+    }
+    args = [
+        "+experiment=toy_divergence",
+        "-m",
+        f"divergence={divergences}",
+        f"seed={seeds}",
+        "progress=false",
+        *overrides,
+    ]
     print("python -m afd.train " + " ".join(args), flush=True)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "afd.train", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "afd.train", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"study failed:\n{proc.stderr[-4000:]}")
@@ -58,30 +75,60 @@ def report(sweep: Path, wall: float | None, cache: Path | None) -> dict:
     df, _ = analysis.load(sweep)
     table = analysis.by_objective(df)
     if wall is not None:
-        print(f"cores: {os.cpu_count()}  jobs: {len(df)}  study wall: {wall:.1f} s = {wall / 60:.1f} min "
-              f"({wall / BUDGET_S:.2f} of the 15-minute budget)")
+        print(
+            f"cores: {os.cpu_count()}  jobs: {len(df)}  study wall: {wall:.1f} s = "
+            f"{wall / 60:.1f} min ({wall / BUDGET_S:.2f} of the 15-minute budget)"
+        )
     jobs = df.groupby("divergence")["wall_s"].mean()
     base = jobs.get("forward_kl")
-    print("mean job wall (s), side by side: " + ", ".join(
-        f"{k} {v:.1f}" + (f" ({v / base:.2f}x forward_kl)" if base else "") for k, v in jobs.items()))
-    print("(a job's wall counts the stages it built; jobs later in a sweep reuse pi0, SFT and the reward model)")
+    print(
+        "mean job wall (s), side by side: "
+        + ", ".join(
+            f"{k} {v:.1f}" + (f" ({v / base:.2f}x forward_kl)" if base else "")
+            for k, v in jobs.items()
+        )
+    )
+    print(
+        "(a job's wall counts the stages it built; later jobs of a seed reuse pi0, SFT and "
+        "the reward model)"
+    )
     if cache is not None:
-        print("stage build times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(stage_times(cache).items())))
-    cols = ["gold_policy", "div_precision", "div_coverage", "div_entropy", "div_forward_kl", "div_reverse_kl", "gold_bon"]
+        print(
+            "stage build times (s): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(stage_times(cache).items()))
+        )
+    cols = [
+        "gold_policy",
+        "div_precision",
+        "div_coverage",
+        "div_entropy",
+        "div_forward_kl",
+        "div_reverse_kl",
+        "gold_bon",
+    ]
     print(f"\n{'objective':<22}" + "".join(f"{c.replace('div_', ''):>20}" for c in cols))
     for name, row in table.iterrows():
-        print(f"{name + f' ({int(row.seeds)} seeds)':<22}" + "".join(f"{row[c]:>12.3f} +- {row[c + '_sem']:.3f}" for c in cols))
+        print(
+            f"{name + f' ({int(row.seeds)} seeds)':<22}"
+            + "".join(f"{row[c]:>12.3f} +- {row[c + '_sem']:.3f}" for c in cols)
+        )
     check = analysis.mode_seeking_check(table)
     print("\nreverse KL vs forward KL:", json.dumps(check))
     return check
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--divergences", default="forward_kl,reverse_kl,js")
-    parser.add_argument("--sweep-dir", type=Path, help="summarise a finished sweep instead of running one")
-    parser.add_argument("--workdir", type=Path, help="keep the run here (default: a temporary directory)")
+    parser.add_argument(
+        "--sweep-dir", type=Path, help="summarise a finished sweep instead of running one"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="keep the run here (default: a temporary directory)"
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
     args = parser.parse_args()
     if args.sweep_dir:

@@ -62,9 +62,18 @@ def mini_task(seed: int = 0):
 
     tok = word_tokenizer(WORDS)
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=32, n_layer=1, n_head=2,
-                        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=16,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     policy = GPT2LMHeadModel(config)
     reference = GPT2LMHeadModel(config)
     reference.load_state_dict(policy.state_dict())
@@ -83,8 +92,11 @@ def demo_logprob(policy, tok, rows) -> float:
     from afd.losses import sequence_logprob
 
     batch = DemoBatch(tok, rows)
-    logits = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    position_ids=batch["position_ids"]).logits
+    logits = policy(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+    ).logits
     return sequence_logprob(logits, batch["labels"]).mean().item()
 
 
@@ -110,19 +122,47 @@ def train(strategy: str, out: Path, steps: int = 60) -> dict:
     before = demo_logprob(policy, tok, rows)
     policy_params = [p.detach().clone() for p in policy.parameters()]
     disc_params = [p.detach().clone() for p in disc.parameters()]
-    cfg = AdversarialConfig(steps=steps, prompts_per_step=5, samples_per_prompt=8, kl_coef=0.0,
-                            disc_warmup_steps=5, max_new_tokens=3, log_every=1000,
-                            policy_optim=OptimConfig(lr=1e-2), disc_optim=OptimConfig(lr=1e-3))
-    module = AdversarialModule(policy, reference, disc, TrajectoryDiscriminator(), ReverseKL(), cfg,
-                               tok.pad_token_id, tok.eos_token_id, seed=0)
-    trainer_cfg = {"accelerator": "cpu", "devices": 1, "gradient_clip_val": 1.0, "precision": "32-true",
-                   "strategy": {"plain": "auto"}.get(strategy) or {
-                       "_target_": "afd.strategies.CPUDeepSpeedStrategy", "stage": 2}}
+    cfg = AdversarialConfig(
+        steps=steps,
+        prompts_per_step=5,
+        samples_per_prompt=8,
+        kl_coef=0.0,
+        disc_warmup_steps=5,
+        max_new_tokens=3,
+        log_every=1000,
+        policy_optim=OptimConfig(lr=1e-2),
+        disc_optim=OptimConfig(lr=1e-3),
+    )
+    module = AdversarialModule(
+        policy,
+        reference,
+        disc,
+        TrajectoryDiscriminator(),
+        ReverseKL(),
+        cfg,
+        tok.pad_token_id,
+        tok.eos_token_id,
+        seed=0,
+    )
+    trainer_cfg = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "gradient_clip_val": 1.0,
+        "precision": "32-true",
+        "strategy": {"plain": "auto"}.get(strategy)
+        or {"_target_": "afd.strategies.CPUDeepSpeedStrategy", "stage": 2},
+    }
     kwargs, module.clip = manual_trainer_kwargs(trainer_cfg)
     sampler = DrawWithReplacement(len(rows), steps * 5, seed=0)
     loader = DataLoader(rows, batch_size=5, sampler=sampler, collate_fn=collate, drop_last=True)
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, **kwargs)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
     trainer.fit(module, loader)
     from afd.strategies import export_hf_model
 
@@ -133,8 +173,14 @@ def train(strategy: str, out: Path, steps: int = 60) -> dict:
     result = {
         "before": before,
         "after": demo_logprob(exported, tok, rows),
-        "policy_moved": any(not torch.equal(a, b.detach().cpu()) for a, b in zip(policy_params, module.policy.parameters())),
-        "disc_moved": any(not torch.equal(a, b.detach().cpu()) for a, b in zip(disc_params, module.discriminator.parameters())),
+        "policy_moved": any(
+            not torch.equal(a, b.detach().cpu())
+            for a, b in zip(policy_params, module.policy.parameters())
+        ),
+        "disc_moved": any(
+            not torch.equal(a, b.detach().cpu())
+            for a, b in zip(disc_params, module.discriminator.parameters())
+        ),
         "disc_accuracy": [r["disc_accuracy"] for r in module.history],
         "steps": len(module.history),
         "policy_updates": sum("policy_loss" in r for r in module.history),
@@ -158,16 +204,24 @@ def test_adversarial_module_learns_the_demonstration(tmp_path):
 @pytest.mark.slow
 def test_adversarial_module_under_deepspeed_zero2(tmp_path):
     script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         from pathlib import Path
         sys.path[:0] = [{str(REPO)!r}, {str(TESTS)!r}]
         from test_adversarial import train
         train("zero2", Path({str(tmp_path)!r}))
-    """))
+    """)
+    )
     drop = {"LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     check_learns(json.loads((tmp_path / "result.json").read_text()), 60)

@@ -44,8 +44,9 @@ def test_reverse_kl_estimate_with_stated_smoothing():
     inside = {"a": 0.5, "b": 0.5}
     sample = ["a", "b"]
     plain = sum(p * math.log(p / BETA[y]) for y, p in inside.items())
-    assert reverse_kl_estimate([math.log(inside[y]) for y in sample],
-                               [math.log(BETA[y]) for y in sample]) == pytest.approx(plain, abs=1e-5)
+    assert reverse_kl_estimate(
+        [math.log(inside[y]) for y in sample], [math.log(BETA[y]) for y in sample]
+    ) == pytest.approx(plain, abs=1e-5)
     # the smoothed divergence is never negative, whatever the policy
     assert reverse_kl_estimate([-100.0], [-math.inf]) == pytest.approx(-math.log(SMOOTHING_EPS))
 
@@ -53,8 +54,10 @@ def test_reverse_kl_estimate_with_stated_smoothing():
 def test_reverse_kl_monte_carlo_converges():
     rng = random.Random(0)
     draws = rng.choices(list(PI), weights=list(PI.values()), k=200_000)
-    est = reverse_kl_estimate([math.log(PI[y]) for y in draws],
-                              [math.log(BETA[y]) if y in BETA else -math.inf for y in draws])
+    est = reverse_kl_estimate(
+        [math.log(PI[y]) for y in draws],
+        [math.log(BETA[y]) if y in BETA else -math.inf for y in draws],
+    )
     assert est == pytest.approx(skew_kl(PI, BETA), rel=0.02)
 
 
@@ -74,8 +77,13 @@ def test_coverage_counts_modes_and_their_mass():
 
 def test_coverage_expectation_matches_its_closed_form():
     rng, k, trials = random.Random(1), 3, 20_000
-    mean = sum(coverage(rng.choices(list(PI), weights=list(PI.values()), k=k), BETA)[0]
-               for _ in range(trials)) / trials
+    mean = (
+        sum(
+            coverage(rng.choices(list(PI), weights=list(PI.values()), k=k), BETA)[0]
+            for _ in range(trials)
+        )
+        / trials
+    )
     closed = expected_coverage(PI, BETA, k)
     assert closed == pytest.approx(0.5 * (1 - 0.5**3) + 0.3 * (1 - 0.75**3))
     assert mean == pytest.approx(closed, abs=0.01)
@@ -103,5 +111,9 @@ def test_bleu_closed_form():
 def test_self_bleu_orders_diversity():
     assert self_bleu(["x y z w"] * 3) == pytest.approx(1.0)
     diverse = ["you are welcome", "happy to help", "any time , friend"]
-    assert self_bleu(diverse) < 0.1 < self_bleu(["you are welcome", "you are welcome", "happy to help"])
+    assert (
+        self_bleu(diverse)
+        < 0.1
+        < self_bleu(["you are welcome", "you are welcome", "happy to help"])
+    )
     assert math.isnan(self_bleu(["only one"]))

@@ -8,7 +8,6 @@ import torch
 from afd.fdivergences import ALL, ForwardKL, JensenShannon, PearsonChi2, ReverseKL, SquaredHellinger
 
 
-
 @pytest.fixture(autouse=True)
 def float64():
     previous = torch.get_default_dtype()
@@ -40,7 +39,9 @@ def test_divergence_matches_its_closed_form(cls):
     div = cls()
     for seed in range(5):
         beta, pi = categorical(seed), categorical(seed + 100)
-        assert float(div.divergence(beta, pi)) == pytest.approx(CLOSED_FORMS[cls](beta, pi), rel=1e-10)
+        assert float(div.divergence(beta, pi)) == pytest.approx(
+            CLOSED_FORMS[cls](beta, pi), rel=1e-10
+        )
         assert float(div.divergence(beta, beta)) == pytest.approx(0.0, abs=1e-12)
     assert float(div.f(torch.tensor(1.0))) == pytest.approx(0.0, abs=1e-12)
 
@@ -51,7 +52,9 @@ def test_reward_is_the_conjugate_at_the_optimal_critic(cls):
     logit = torch.linspace(-3, 3, 13)
     r = torch.exp(logit)
     one = torch.tensor(1.0)
-    torch.testing.assert_close(div.reward(logit), div.conjugate(div.f_prime(r)) - div.conjugate(div.f_prime(one)))
+    torch.testing.assert_close(
+        div.reward(logit), div.conjugate(div.f_prime(r)) - div.conjugate(div.f_prime(one))
+    )
     torch.testing.assert_close(div.reward(logit), r * div.f_prime(r) - div.f(r) - div.f_prime(one))
     # no reward where the discriminator cannot tell: per-token rewards carry no length bias
     assert float(div.reward(torch.tensor(0.0))) == pytest.approx(0.0, abs=1e-12)
@@ -93,5 +96,7 @@ def test_named_rewards_match_the_textbook_forms():
     d = torch.sigmoid(logit)
     # reverse KL: log D - log(1 - D) up to a constant; JS: GAIL's -log(1 - D), halved and shifted
     torch.testing.assert_close(ReverseKL().reward(logit), torch.log(d) - torch.log(1 - d))
-    torch.testing.assert_close(JensenShannon().reward(logit), 0.5 * (-torch.log(1 - d) - math.log(2)))
+    torch.testing.assert_close(
+        JensenShannon().reward(logit), 0.5 * (-torch.log(1 - d) - math.log(2))
+    )
     torch.testing.assert_close(ForwardKL().reward(logit), d / (1 - d) - 1)

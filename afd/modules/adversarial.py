@@ -30,14 +30,14 @@ ROLES = ("policy", "discriminator")
 
 @dataclass
 class AdversarialConfig:
-    steps: int = 200                 # training steps, each on a fresh batch of policy samples
+    steps: int = 200  # training steps, each on a fresh batch of policy samples
     prompts_per_step: int = 16
-    samples_per_prompt: int = 4      # >= 2: the leave-one-out baseline needs siblings
-    kl_coef: float = 0.05            # weight of KL(pi || reference) in the policy's objective
-    disc_updates_per_step: int = 1   # discriminator updates per step ...
-    policy_update_every: int = 1     # ... and one policy update every this many steps
-    disc_warmup_steps: int = 10      # discriminator-only steps before the policy moves
-    logit_clip: float = 10.0         # |logit| bound before h_f (exp-type rewards explode)
+    samples_per_prompt: int = 4  # >= 2: the leave-one-out baseline needs siblings
+    kl_coef: float = 0.05  # weight of KL(pi || reference) in the policy's objective
+    disc_updates_per_step: int = 1  # discriminator updates per step ...
+    policy_update_every: int = 1  # ... and one policy update every this many steps
+    disc_warmup_steps: int = 10  # discriminator-only steps before the policy moves
+    logit_clip: float = 10.0  # |logit| bound before h_f (exp-type rewards explode)
     max_new_tokens: int = 20
     temperature: float = 1.0
     log_every: int = 10
@@ -48,9 +48,22 @@ class AdversarialConfig:
 class AdversarialModule(L.LightningModule):
     """Batches: {"prompt_ids": [[int]], "demos": lm batch of demonstrations, "meta": [dict]}."""
 
-    def __init__(self, policy, reference, discriminator, disc_kind, divergence, cfg: AdversarialConfig,
-                 pad_id: int, eos_id: int, seed: int, banned_ids=(), gold=None, decode=None,
-                 gradient_clip_val: float | None = None):
+    def __init__(
+        self,
+        policy,
+        reference,
+        discriminator,
+        disc_kind,
+        divergence,
+        cfg: AdversarialConfig,
+        pad_id: int,
+        eos_id: int,
+        seed: int,
+        banned_ids=(),
+        gold=None,
+        decode=None,
+        gradient_clip_val: float | None = None,
+    ):
         super().__init__()
         self.policy, self.discriminator = policy, discriminator
         self.reference = reference.eval().requires_grad_(False)
@@ -65,13 +78,22 @@ class AdversarialModule(L.LightningModule):
     # -- optimisation -------------------------------------------------------------------
     def configure_optimizers(self):
         groups = []
-        for role, model, optim in (("policy", self.policy, self.cfg.policy_optim),
-                                   ("discriminator", self.discriminator, self.cfg.disc_optim)):
+        for role, model, optim in (
+            ("policy", self.policy, self.cfg.policy_optim),
+            ("discriminator", self.discriminator, self.cfg.disc_optim),
+        ):
             params = [p for p in model.parameters() if p.requires_grad]
             for decay in (True, False):
                 chosen = [p for p in params if (p.ndim >= 2) == decay]
-                groups.append({"params": chosen, "lr": optim.lr, "betas": tuple(optim.betas),
-                               "weight_decay": optim.weight_decay if decay else 0.0, "role": role})
+                groups.append(
+                    {
+                        "params": chosen,
+                        "lr": optim.lr,
+                        "betas": tuple(optim.betas),
+                        "weight_decay": optim.weight_decay if decay else 0.0,
+                        "role": role,
+                    }
+                )
         return torch.optim.AdamW(groups)
 
     def _update(self, loss: torch.Tensor, role: str, step: int) -> None:
@@ -93,9 +115,20 @@ class AdversarialModule(L.LightningModule):
 
     def _rollouts(self, prompt_ids):
         if self._generator is None:  # per rank, so processes draw different samples
-            self._generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_rank)
-        rollouts = sample(self.policy, prompt_ids, self.cfg.samples_per_prompt, self.cfg.max_new_tokens,
-                          self.eos_id, self.pad_id, self._generator, self.cfg.temperature, self.banned_ids)
+            self._generator = torch.Generator().manual_seed(
+                self.seed * 1_000_003 + self.global_rank
+            )
+        rollouts = sample(
+            self.policy,
+            prompt_ids,
+            self.cfg.samples_per_prompt,
+            self.cfg.max_new_tokens,
+            self.eos_id,
+            self.pad_id,
+            self._generator,
+            self.cfg.temperature,
+            self.banned_ids,
+        )
         batch = {k: v.to(self.device) for k, v in rollouts.lm_batch(self.pad_id).items()}
         return rollouts, batch
 
@@ -114,9 +147,13 @@ class AdversarialModule(L.LightningModule):
             returns = reward_to_go(rewards - cfg.kl_coef * kl_t, mask)
             advantages = (returns - leave_one_out_baseline(returns, k)) * mask
         loss = policy_gradient_loss(logp, advantages, mask)
-        stats = {"reward": float((rewards.sum(-1)).mean()), "logit": float(disc_logits[disc_mask].mean()),
-                 "kl": float(kl_t.sum(-1).mean()), "entropy": float(-(logp.detach() * mask).sum(-1).mean()),
-                 "length": float(mask.sum(-1).float().mean())}
+        stats = {
+            "reward": float((rewards.sum(-1)).mean()),
+            "logit": float(disc_logits[disc_mask].mean()),
+            "kl": float(kl_t.sum(-1).mean()),
+            "entropy": float(-(logp.detach() * mask).sum(-1).mean()),
+            "length": float(mask.sum(-1).float().mean()),
+        }
         return loss, stats
 
     # -- the step -----------------------------------------------------------------------
@@ -130,7 +167,10 @@ class AdversarialModule(L.LightningModule):
             disc_loss, disc_acc = balanced_bce(pos, pos_mask, neg, neg_mask)
             self._update(disc_loss, "discriminator", step)
         record = {"step": step, "disc_loss": disc_loss.item(), "disc_accuracy": disc_acc.item()}
-        if step >= cfg.disc_warmup_steps and (step - cfg.disc_warmup_steps) % cfg.policy_update_every == 0:
+        if (
+            step >= cfg.disc_warmup_steps
+            and (step - cfg.disc_warmup_steps) % cfg.policy_update_every == 0
+        ):
             loss, stats = self._policy_loss(samples)
             self._update(loss, "policy", step)
             record.update(stats, policy_loss=loss.item())
@@ -139,8 +179,10 @@ class AdversarialModule(L.LightningModule):
             texts = [self.decode(r) for r in rollouts.responses]
             record["gold"] = float(np.mean(self.gold(metas, texts)))
         self.history.append(record)
-        self.log_dict({f"train/{k}": v for k, v in record.items() if k != "step"},
-                      batch_size=len(batch["prompt_ids"]))
+        self.log_dict(
+            {f"train/{k}": v for k, v in record.items() if k != "step"},
+            batch_size=len(batch["prompt_ids"]),
+        )
 
 
 def _inputs(batch) -> dict:

@@ -36,5 +36,6 @@ def configure(params, cfg: OptimConfig, total_steps: int):
         betas=tuple(cfg.betas),
     )
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg, step, total_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(cfg, step, total_steps))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

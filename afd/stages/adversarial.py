@@ -16,9 +16,8 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
-
 from lightning.pytorch.strategies import DeepSpeedStrategy
+from torch.utils.data import DataLoader, Sampler
 
 from afd.batching import Lengths, encode_prompt, encode_response, pad_batch
 from afd.finetune import ModelOptions, prepare_for_training, save_trained
@@ -40,9 +39,12 @@ class DemoCollator:
 
     def __call__(self, rows):
         seqs = [r[1] for r in rows]
-        labels = [[-100] * r[2] + r[1][r[2]:] for r in rows]
-        return {"prompt_ids": [r[0] for r in rows], "demos": pad_batch(seqs, self.pad_id, "right", labels),
-                "meta": [r[3] for r in rows]}
+        labels = [[-100] * r[2] + r[1][r[2] :] for r in rows]
+        return {
+            "prompt_ids": [r[0] for r in rows],
+            "demos": pad_batch(seqs, self.pad_id, "right", labels),
+            "meta": [r[3] for r in rows],
+        }
 
 
 class DrawWithReplacement(Sampler):
@@ -77,8 +79,10 @@ def manual_trainer_kwargs(trainer_cfg) -> tuple[dict, float | None]:
     kwargs = trainer_kwargs(trainer_cfg)
     clip = kwargs.pop("gradient_clip_val", None)
     if kwargs.pop("accumulate_grad_batches", 1) != 1:
-        raise ValueError("trainer.accumulate_grad_batches must be 1 for adversarial training "
-                         "(each step samples the policy afresh); raise divergence.prompts_per_step")
+        raise ValueError(
+            "trainer.accumulate_grad_batches must be 1 for adversarial training "
+            "(each step samples the policy afresh); raise divergence.prompts_per_step"
+        )
     strategy = kwargs.get("strategy")
     if clip and hasattr(strategy, "config") and isinstance(strategy.config, dict):
         strategy.config.setdefault("gradient_clipping", clip)  # DeepSpeed clips inside its engine
@@ -86,9 +90,21 @@ def manual_trainer_kwargs(trainer_cfg) -> tuple[dict, float | None]:
     return kwargs, clip
 
 
-def build(out_dir: Path, data_dir: Path, policies: dict[str, str], recipe, cfg: AdversarialConfig,
-          lengths: Lengths, trainer_cfg, seed: int, gold=None, logger=None, progress=True,
-          num_prompts: int | None = None, options: ModelOptions | None = None) -> dict:
+def build(
+    out_dir: Path,
+    data_dir: Path,
+    policies: dict[str, str],
+    recipe,
+    cfg: AdversarialConfig,
+    lengths: Lengths,
+    trainer_cfg,
+    seed: int,
+    gold=None,
+    logger=None,
+    progress=True,
+    num_prompts: int | None = None,
+    options: ModelOptions | None = None,
+) -> dict:
     """`policies`: paths of the roles start, reference and backbone; `gold`: a factory of
     the gold scorer, called only if the task can score the samples (None: no gold curve)."""
     options = options or ModelOptions()
@@ -104,28 +120,63 @@ def build(out_dir: Path, data_dir: Path, policies: dict[str, str], recipe, cfg: 
 
         def score_gold(metas, texts):
             return scorer.score([{"meta": m, "response": t} for m, t in zip(metas, texts)])
-    load = lambda role: load_policy(policies[role], tokenizer, options.dtype, options.trust_remote_code)  # noqa: E731
-    disc = recipe.discriminator.load(policies["backbone"], tokenizer, options.dtype, options.trust_remote_code)
+
+    load = lambda role: load_policy(
+        policies[role], tokenizer, options.dtype, options.trust_remote_code
+    )  # noqa: E731
+    disc = recipe.discriminator.load(
+        policies["backbone"], tokenizer, options.dtype, options.trust_remote_code
+    )
     module = AdversarialModule(
-        prepare_for_training(load("start"), options, "causal_lm"), load("reference"),
-        prepare_for_training(disc, options, recipe.discriminator.task), recipe.discriminator, recipe.f, cfg,
-        tokenizer.pad_token_id, tokenizer.eos_token_id, seed, banned, score_gold,
-        lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip(), None)
+        prepare_for_training(load("start"), options, "causal_lm"),
+        load("reference"),
+        prepare_for_training(disc, options, recipe.discriminator.task),
+        recipe.discriminator,
+        recipe.f,
+        cfg,
+        tokenizer.pad_token_id,
+        tokenizer.eos_token_id,
+        seed,
+        banned,
+        score_gold,
+        lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip(),
+        None,
+    )
     kwargs, module.clip = manual_trainer_kwargs(trainer_cfg)
     # Every process takes `steps` steps of `prompts_per_step` prompts, its shard of the draws.
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=cfg.steps, logger=logger,
-                        enable_checkpointing=False, enable_progress_bar=progress,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, **kwargs)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=cfg.steps,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        **kwargs,
+    )
     draws = cfg.steps * cfg.prompts_per_step * trainer.num_nodes * trainer.num_devices
-    loader = DataLoader(rows, batch_size=cfg.prompts_per_step, sampler=DrawWithReplacement(len(rows), draws, seed),
-                        collate_fn=DemoCollator(tokenizer.pad_token_id), drop_last=True)
-    log.info("adversarial %s (%s) for %d steps on %d demonstrations", recipe.name,
-             recipe.discriminator.level, cfg.steps, len(rows))
+    loader = DataLoader(
+        rows,
+        batch_size=cfg.prompts_per_step,
+        sampler=DrawWithReplacement(len(rows), draws, seed),
+        collate_fn=DemoCollator(tokenizer.pad_token_id),
+        drop_last=True,
+    )
+    log.info(
+        "adversarial %s (%s) for %d steps on %d demonstrations",
+        recipe.name,
+        recipe.discriminator.level,
+        cfg.steps,
+        len(rows),
+    )
     trainer.fit(module, loader)
     if isinstance(trainer.strategy, DeepSpeedStrategy):  # ZeRO shards: gathered by every rank
         if options.lora is not None:
-            raise NotImplementedError("LoRA adapters under DeepSpeed: export is not supported; "
-                                      "use full fine-tuning (model.lora=null) or another strategy")
+            raise NotImplementedError(
+                "LoRA adapters under DeepSpeed: export is not supported; "
+                "use full fine-tuning (model.lora=null) or another strategy"
+            )
         export_hf_model(trainer, module, out_dir, attr="policy")
     elif trainer.is_global_zero:
         save_trained(module.policy, tokenizer, out_dir)
@@ -137,7 +188,7 @@ def build(out_dir: Path, data_dir: Path, policies: dict[str, str], recipe, cfg: 
 
 def summarise(history: list[dict]) -> dict:
     """Means over the last tenth of training, the numbers a manifest keeps."""
-    tail = history[-max(1, len(history) // 10):]
+    tail = history[-max(1, len(history) // 10) :]
     keys = sorted({k for r in tail for k in r if k != "step"})
     return {f"final_{k}": float(np.mean([r[k] for r in tail if k in r])) for k in keys}
 

@@ -17,16 +17,38 @@ from afd.modules.sft import SFTModule
 from afd.training import Schedule, final_metrics, fit
 
 
-def build(out_dir: Path, rows: list[tuple[str, str]], base_path: str, schedule: Schedule,
-          optim: OptimConfig, lengths: Lengths, trainer_cfg, seed: int, logger=None, progress=True,
-          options: ModelOptions | None = None) -> dict:
+def build(
+    out_dir: Path,
+    rows: list[tuple[str, str]],
+    base_path: str,
+    schedule: Schedule,
+    optim: OptimConfig,
+    lengths: Lengths,
+    trainer_cfg,
+    seed: int,
+    logger=None,
+    progress=True,
+    options: ModelOptions | None = None,
+) -> dict:
     options = options or ModelOptions()
     tokenizer = load_tokenizer(base_path, options.trust_remote_code)
     rows, dropped = training_rows(list(rows), tokenizer, lengths)
     random.Random(seed).shuffle(rows)
     L.seed_everything(seed, workers=True, verbose=False)
     model = load_policy(base_path, tokenizer, options.dtype, options.trust_remote_code)
-    module = SFTModule(prepare_for_training(model, options, "causal_lm"), optim, schedule.total_steps(len(rows)))
-    fit(module, rows, [], LMCollator(tokenizer, lengths), schedule, trainer_cfg, logger, seed, progress)
+    module = SFTModule(
+        prepare_for_training(model, options, "causal_lm"), optim, schedule.total_steps(len(rows))
+    )
+    fit(
+        module,
+        rows,
+        [],
+        LMCollator(tokenizer, lengths),
+        schedule,
+        trainer_cfg,
+        logger,
+        seed,
+        progress,
+    )
     save_trained(module.model, tokenizer, out_dir)
     return {"rows": len(rows), "dropped_long": dropped, **final_metrics(logger)}

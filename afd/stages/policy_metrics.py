@@ -37,11 +37,21 @@ def group_by_prompt(rows: list[dict]) -> list[list[int]]:
 
 
 def diversity(texts: list[str]) -> dict[str, float]:
-    return {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2), "self_bleu": self_bleu(texts)}
+    return {
+        "distinct_1": distinct_n(texts, 1),
+        "distinct_2": distinct_n(texts, 2),
+        "self_bleu": self_bleu(texts),
+    }
 
 
-def divergences(demonstrator, meta: dict, texts: list[str], logp: np.ndarray,
-                logp_support: dict[str, float], coverage_samples: int) -> dict[str, float]:
+def divergences(
+    demonstrator,
+    meta: dict,
+    texts: list[str],
+    logp: np.ndarray,
+    logp_support: dict[str, float],
+    coverage_samples: int,
+) -> dict[str, float]:
     support = demonstrator.support(meta)
     logp_beta = [demonstrator.log_prob(meta, t) for t in texts]
     mass, share = dm.coverage(texts[:coverage_samples], demonstrator.modes(meta))
@@ -56,17 +66,30 @@ def divergences(demonstrator, meta: dict, texts: list[str], logp: np.ndarray,
     }
 
 
-def build(out_dir: Path, rows: list[dict], policy_path: str, lengths, demonstrator,
-          coverage_samples: int, options: ModelOptions | None = None) -> dict:
+def build(
+    out_dir: Path,
+    rows: list[dict],
+    policy_path: str,
+    lengths,
+    demonstrator,
+    coverage_samples: int,
+    options: ModelOptions | None = None,
+) -> dict:
     options = options or ModelOptions()
     tokenizer = load_tokenizer(policy_path, options.trust_remote_code)
-    model = load_policy(policy_path, tokenizer, options.dtype, options.trust_remote_code).to(inference_device())
+    model = load_policy(policy_path, tokenizer, options.dtype, options.trust_remote_code).to(
+        inference_device()
+    )
     logp = sequence_logprobs(model, tokenizer, rows, lengths)
     groups = group_by_prompt(rows)
     supports: list[list[str]] = []
     if demonstrator is not None:
         supports = [sorted(demonstrator.support(rows[g[0]]["meta"])) for g in groups]
-        support_rows = [{"prompt": rows[g[0]]["prompt"], "response": y} for g, ys in zip(groups, supports) for y in ys]
+        support_rows = [
+            {"prompt": rows[g[0]]["prompt"], "response": y}
+            for g, ys in zip(groups, supports)
+            for y in ys
+        ]
         flat = iter(sequence_logprobs(model, tokenizer, support_rows, lengths))
         supports = [{y: float(next(flat)) for y in ys} for ys in supports]
     per_prompt = []
@@ -74,12 +97,20 @@ def build(out_dir: Path, rows: list[dict], policy_path: str, lengths, demonstrat
         texts = [rows[i]["response"] for i in g]
         values = diversity(texts[:coverage_samples])
         if demonstrator is not None:
-            values.update(divergences(demonstrator, rows[g[0]]["meta"], texts, logp[g], supports[k],
-                                      coverage_samples))
+            values.update(
+                divergences(
+                    demonstrator, rows[g[0]]["meta"], texts, logp[g], supports[k], coverage_samples
+                )
+            )
         per_prompt.append({"prompt_id": rows[g[0]]["prompt_id"], **values})
     (Path(out_dir) / PER_PROMPT).write_text(json.dumps(per_prompt))
     keys = [k for k in per_prompt[0] if k != "prompt_id"]
     means = {k: float(np.nanmean([p[k] for p in per_prompt])) for k in keys}
-    sems = {f"{k}_sem": float(np.nanstd([p[k] for p in per_prompt], ddof=1) / math.sqrt(len(per_prompt)))
-            for k in keys if len(per_prompt) > 1}
+    sems = {
+        f"{k}_sem": float(
+            np.nanstd([p[k] for p in per_prompt], ddof=1) / math.sqrt(len(per_prompt))
+        )
+        for k in keys
+        if len(per_prompt) > 1
+    }
     return {**means, **sems, "prompts": len(per_prompt), "smoothing_eps": dm.SMOOTHING_EPS}

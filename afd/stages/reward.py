@@ -34,7 +34,7 @@ class RewardInputs:
     rows: dict[str, list[dict]]  # role ("positive"/"negative") -> rows with prompt, response
     policies: dict[str, str]  # role ("backbone"/"numerator"/...) -> model path
     options: ModelOptions = field(default_factory=ModelOptions)  # dtype, LoRA, ... of the model config
-    parts: dict[str, str] = field(default_factory=dict)  # composite rewards: part -> artifact path
+    parts: dict[str, str] = field(default_factory=dict)  # composite rewards: part -> its path
 
 
 def scorer_spec(target: str, lengths: Lengths, options: ModelOptions, **paths) -> dict:
