@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from afd.batching import Lengths
 from afd.cache import Artifact, StageCache, artifact_key
+from afd.launch import StageLauncher
 from afd.modules.optim import OptimConfig
 from afd.sampling import SamplingConfig
 from afd.stages import data as data_stage
@@ -43,6 +44,8 @@ class Pipeline:
         self.artifacts: dict[str, Artifact] = {}
         self.lengths = Lengths(**plain(cfg.data.lengths))
         self.sampling = as_dataclass(SamplingConfig, cfg.sampling, "sampling")
+        # Training stages run through it: in this process, or in one worker process per rank.
+        self.launcher = StageLauncher(cfg.trainer, self.cache.root)
 
     def _node(self, label: str, stage: str, config: dict, upstream: dict[str, Artifact], build):
         if label in self.artifacts:
@@ -86,17 +89,17 @@ class Pipeline:
             return art
         corpus = self.corpus()
         config = {**self._training("pretrain"), "model": self.cfg.model}
-        return self._node("init", "pretrain", config, {"corpus": corpus}, lambda out: pretrain_stage.build(
-            out, corpus.path, spec, self._schedule("pretrain"), self._optim("pretrain"), self.lengths,
-            self.cfg.trainer, self.cfg.seed, self.tracker.lightning_logger("pretrain"), self.cfg.progress))
+        return self._node("init", "pretrain", config, {"corpus": corpus}, lambda out: self.launcher.run(
+            pretrain_stage.build, out, corpus.path, spec, self._schedule("pretrain"),
+            self._optim("pretrain"), self.lengths, self.cfg.trainer, self.cfg.seed, self.tracker.lightning_logger("pretrain"), self.cfg.progress))
 
     def sft_policy(self) -> Artifact:
         data, init = self.data(), self.init_policy()
         c = self.cfg.sft
         return self._node("sft", "sft", self._training("sft"), {"data": data, "init": init},
-                          lambda out: sft_stage.build(
-            out, data.path, str(init.path), self._schedule("sft"), self._optim("sft"), self.lengths,
-            self.cfg.trainer, self.cfg.seed, c.val_fraction, c.num_demos,
+                          lambda out: self.launcher.run(
+            sft_stage.build, out, data.path, str(init.path), self._schedule("sft"), self._optim("sft"),
+            self.lengths, self.cfg.trainer, self.cfg.seed, c.val_fraction, c.num_demos,
             self.tracker.lightning_logger("sft"), self.cfg.progress, self.cfg.model.get("dtype", "float32")))
 
     def policy(self, name: str) -> Artifact:
@@ -146,9 +149,11 @@ class Pipeline:
             policies[role] = str(upstream[role].path)
         config = {"reward": self.cfg.reward, "lengths": self.cfg.data.lengths,
                   "trainer": self.cfg.trainer, "seed": self.cfg.seed}
-        return self._node("reward", "reward", config, upstream, lambda out: recipe.build(
-            out, RewardInputs(rows, policies), self.lengths, self.cfg.trainer, self.cfg.seed,
-            self.tracker.lightning_logger("rm"), self.cfg.progress))
+        # Recipes that train declare it (`trains`); the others need no worker processes.
+        run = self.launcher.run if getattr(recipe, "trains", True) else (lambda fn, *a: fn(*a))
+        return self._node("reward", "reward", config, upstream, lambda out: run(
+            recipe.build, out, RewardInputs(rows, policies), self.lengths, self.cfg.trainer,
+            self.cfg.seed, self.tracker.lightning_logger("rm"), self.cfg.progress))
 
     def scores(self, label: str, source: Artifact, rows: list[dict], scorer_name: str) -> Artifact:
         """Score `rows` (read from `source`) with the gold reward or the trained reward."""

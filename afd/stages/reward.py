@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import lightning as L
@@ -19,8 +20,8 @@ from afd.batching import ClassifierCollator, Lengths, PairCollator
 from afd.models import load_classifier, load_tokenizer
 from afd.modules.optim import OptimConfig
 from afd.modules.reward import RewardModule
-from afd.scoring import classifier_scores, load_scorer, save_scorer_spec
-from afd.training import Schedule, as_dataclass, final_metrics, fit
+from afd.scoring import load_scorer, save_scorer_spec
+from afd.training import Schedule, as_dataclass, final_metrics, fit, save_trained
 
 SOURCES = ("demo", "init", "sft")
 
@@ -59,22 +60,25 @@ def _check_backbone(backbone: str) -> None:
 def _train_classifier(out_dir: Path, recipe, inputs: RewardInputs, train, val, collate_cls,
                       objective: str, lengths: Lengths, trainer_cfg, seed: int, logger, progress):
     """Fine-tune a scalar-head classifier from the recipe's backbone policy and save it, with
-    the scorer spec that loads it, into `out_dir`; return (model, tokenizer)."""
+    the scorer spec that loads it, into `out_dir`. Returns that scorer, loaded back from
+    `out_dir` as later stages will see it (under ZeRO-3 the live module only holds this
+    process's partition); None on the other processes of a multi-process run."""
     L.seed_everything(seed, workers=True, verbose=False)
     backbone = inputs.policies["backbone"]
     tokenizer = load_tokenizer(backbone)
     model = load_classifier(backbone, tokenizer)
     module = RewardModule(model, recipe.optim, recipe.schedule.total_steps(len(train)), objective)
-    fit(module, train, val, collate_cls(tokenizer, lengths), recipe.schedule, trainer_cfg,
-        logger, seed, progress)
-    module.model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    trainer = fit(module, train, val, collate_cls(tokenizer, lengths), recipe.schedule,
+                  trainer_cfg, logger, seed, progress)
+    save_trained(trainer, module, tokenizer, out_dir)
+    if not trainer.is_global_zero:
+        return None
     save_scorer_spec(out_dir, {
         "_target_": "afd.scoring.ClassifierScorer", "path": ".",
         "max_prompt_tokens": lengths.max_prompt_tokens,
         "max_response_tokens": lengths.max_response_tokens,
     })
-    return module.model, tokenizer
+    return load_scorer(out_dir)
 
 
 def _rows(rows, keys: tuple[str, ...]) -> list[dict]:
@@ -84,6 +88,8 @@ def _rows(rows, keys: tuple[str, ...]) -> list[dict]:
 @dataclass
 class Discriminator:
     """Binary classifier, positives (label 1) vs negatives; its logit is the reward."""
+
+    trains: ClassVar[bool] = True  # the pipeline runs it in training workers when distributed
 
     name: str = "init_sft"
     positive: str = "sft"
@@ -115,9 +121,11 @@ class Discriminator:
         rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
         rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
         train, val = split_by_prompt(rows, self.val_fraction, seed)
-        model, tokenizer = _train_classifier(out_dir, self, inputs, train, val, ClassifierCollator,
-                                             "bce", lengths, trainer_cfg, seed, logger, progress)
-        scores = classifier_scores(model, tokenizer, _rows(val, ("prompt", "response")), lengths)
+        scorer = _train_classifier(out_dir, self, inputs, train, val, ClassifierCollator, "bce",
+                                   lengths, trainer_cfg, seed, logger, progress)
+        if scorer is None:  # not global rank 0 of a multi-process run
+            return {}
+        scores = scorer.score(_rows(val, ("prompt", "response")))
         return {
             "accuracy": accuracy(scores, np.array([t for _, _, t in val])),
             "train_rows": len(train), "val_rows": len(val), **final_metrics(logger),
@@ -128,6 +136,8 @@ class Discriminator:
 class LogRatio:
     """log pi_numerator(y|x) - log pi_denominator(y|x); no training. Its held-out accuracy is
     measured on the same positives/negatives an Init-SFT classifier would see."""
+
+    trains: ClassVar[bool] = False
 
     name: str = "logratio"
     numerator: str = "sft"
@@ -168,6 +178,8 @@ class BradleyTerry:
     """The preference baseline: a Bradley-Terry reward model on (chosen, rejected) pairs.
     Held-out accuracy is the share of held-out pairs it orders correctly."""
 
+    trains: ClassVar[bool] = True
+
     name: str = "bt"
     backbone: str = "sft"
     num_pairs: int | None = None  # None: every pair of the task
@@ -191,10 +203,11 @@ class BradleyTerry:
         pairs = inputs.rows["pairs"][: self.num_pairs] if self.num_pairs else inputs.rows["pairs"]
         rows = [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs]
         train, val = split_by_prompt(rows, self.val_fraction, seed)
-        model, tokenizer = _train_classifier(out_dir, self, inputs, train, val, PairCollator,
-                                             "bt", lengths, trainer_cfg, seed, logger, progress)
-        chosen = classifier_scores(model, tokenizer, _rows(val, ("prompt", "response")), lengths)
-        rejected = classifier_scores(model, tokenizer, _rows([(p, r) for p, _, r in val],
-                                                             ("prompt", "response")), lengths)
+        scorer = _train_classifier(out_dir, self, inputs, train, val, PairCollator, "bt",
+                                   lengths, trainer_cfg, seed, logger, progress)
+        if scorer is None:  # not global rank 0 of a multi-process run
+            return {}
+        chosen = scorer.score(_rows(val, ("prompt", "response")))
+        rejected = scorer.score(_rows([(p, r) for p, _, r in val], ("prompt", "response")))
         return {"accuracy": float((chosen > rejected).mean()) if len(val) else float("nan"),
                 "train_pairs": len(train), "val_pairs": len(val), **final_metrics(logger)}

@@ -16,7 +16,7 @@ from afd.models import load_policy, load_tokenizer
 from afd.modules.optim import OptimConfig
 from afd.modules.sft import SFTModule
 from afd.stages.data import DataDir
-from afd.training import Schedule, final_metrics, fit
+from afd.training import Schedule, final_metrics, fit, save_trained
 
 
 def build(out_dir: Path, data_dir: Path, init_path: str, schedule: Schedule, optim: OptimConfig,
@@ -32,7 +32,7 @@ def build(out_dir: Path, data_dir: Path, init_path: str, schedule: Schedule, opt
     tokenizer = load_tokenizer(init_path)
     model = load_policy(init_path, tokenizer, dtype)
     module = SFTModule(model, optim, schedule.total_steps(len(train)))
-    fit(module, train, val, LMCollator(tokenizer, lengths), schedule, trainer_cfg, logger, seed, progress)
-    module.model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    trainer = fit(module, train, val, LMCollator(tokenizer, lengths), schedule, trainer_cfg, logger,
+                  seed, progress)
+    save_trained(trainer, module, tokenizer, out_dir)
     return {"demonstrations": len(train), **final_metrics(logger)}
