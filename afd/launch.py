@@ -21,9 +21,10 @@ import subprocess
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -107,7 +108,8 @@ def run_worker(path: Path) -> None:
     proc = subprocess.run(cmd, env=worker_env(call.trainer))
     if proc.returncode != 0:
         errors = sorted(path.parent.glob(f"{path.name}.error.*"))
-        last = errors[-1].read_text().strip().splitlines()[-1] if errors else "no traceback recorded"
+        last = (errors[-1].read_text().strip().splitlines()[-1] if errors
+                else "no traceback recorded")
         raise RuntimeError(
             f"training stage {call.fn.__qualname__} failed in its worker processes (exit code "
             f"{proc.returncode}): {last}; full output above, tracebacks in {path.parent}")
@@ -132,13 +134,15 @@ class StageLauncher:
             path = leader.next_call()
         else:
             if ranks.external_ranks():
-                raise RuntimeError("a multi-task SLURM job must run its pipeline inside ranks.leading()")
+                raise RuntimeError(
+                    "a multi-task SLURM job must run its pipeline inside ranks.leading()")
             path = Path(f"{out_dir}.launch") / "0000.call"
             path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(pickle.dumps(call))
         os.replace(tmp, path)
-        log.info("training %s in %d worker process(es): %s", fn.__qualname__, processes(self.trainer), path)
+        log.info("training %s in %d worker process(es): %s", fn.__qualname__,
+                 processes(self.trainer), path)
         try:
             run_worker(path)
             result = pickle.loads(path.with_name(path.name + ".result").read_bytes())

@@ -25,7 +25,8 @@ DONE, ALIVE = "done", "alive"
 
 def slurm_tasks() -> int:
     """Tasks SLURM started for this job step (1 outside SLURM or in an interactive shell)."""
-    if "SLURM_NTASKS" not in os.environ or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+    interactive = os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
+    if "SLURM_NTASKS" not in os.environ or interactive:
         return 1
     return int(os.environ["SLURM_NTASKS"])
 
@@ -70,7 +71,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 class Leader:
-    """Task 0's side: numbers the calls it publishes, beats a heartbeat, and says when it is done."""
+    """Task 0's side: numbers the calls it publishes, beats a heartbeat, says when it is done."""
 
     def __init__(self, directory: Path):
         self.directory = directory
@@ -154,6 +155,6 @@ def follow(cache_dir, stale_s: float = STALE_S) -> int:
             beat, last_change = current, time.monotonic()
         elif time.monotonic() - last_change > stale_s:
             raise RuntimeError(
-                f"task {task_rank()}: task 0 stopped its heartbeat in {directory} {stale_s:.0f} s ago "
-                "without finishing; giving up")
+                f"task {task_rank()}: task 0 stopped its heartbeat in {directory} "
+                f"{stale_s:.0f} s ago without finishing; giving up")
         time.sleep(POLL_S)

@@ -10,9 +10,17 @@ from __future__ import annotations
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def gpus_per_node(accelerator: str, devices: int) -> int | None:
+    """GPUs to ask SLURM for: one per device unless the trainer runs on CPU."""
+    return None if accelerator == "cpu" else int(devices)
+
+
+OmegaConf.register_new_resolver("afd.gpus_per_node", gpus_per_node, replace=True)
 
 
 def multirun_flags_first(argv: list[str]) -> list[str]:

@@ -109,7 +109,8 @@ def check_batch(batch_size: int, processes: int, where: str) -> None:
     if batch_size % processes or batch_size < processes:
         raise ValueError(
             f"{where}={batch_size} is the global batch and must be divisible "
-            f"by the number of training processes (trainer.devices x trainer.num_nodes = {processes})")
+            f"by the number of training processes (trainer.devices x trainer.num_nodes = "
+            f"{processes})")
 
 
 def fit(module: L.LightningModule, train_rows, val_rows, collate, schedule: Schedule,

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, compose_config
 
 from afd.job import run_job
 from afd.pipeline import Pipeline
 from afd.tracking import Tracker
-from conftest import TINY, compose_config
 
 # name -> trainer overrides; fp32 everywhere, so runs differ by float summation order only.
 TRAINERS = {
@@ -41,7 +41,8 @@ def probe_logits(path) -> torch.Tensor:
 
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    tokens = torch.randint(4, model.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(4, model.config.vocab_size, (3, 12), generator=generator)
     with torch.no_grad():
         return model(input_ids=tokens).logits
 
