@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import math
 import sys
@@ -67,7 +66,9 @@ def ablation_metrics(raw: list[dict], keys: list[str]) -> list[str]:
 
 
 def sem(values: list[float]) -> float:
-    return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+    if len(values) < 2:
+        return float("nan")
+    return float(np.std(values, ddof=1) / math.sqrt(len(values)))
 
 
 def ablation_table(raw: list[dict], key: str, metrics: list[str]) -> list[dict]:
@@ -143,8 +144,9 @@ def write_report(sweep_dir: str | Path) -> Path | None:
         lines += [f"## Ablation: {key}", "", f"![{key}](ablation_{key}.png)", "",
                   "| " + " | ".join([key, "jobs", *metrics]) + " |",
                   "|" + "---|" * (len(metrics) + 2)]
-        lines += ["| " + " | ".join([str(t[key]), str(t["jobs"]), *(
-            f"{t[f'{m} mean']:.4g} +- {t[f'{m} sem']:.2g}" for m in metrics)]) + " |" for t in table]
+        for t in table:
+            cells = [f"{t[f'{m} mean']:.4g} +- {t[f'{m} sem']:.2g}" for m in metrics]
+            lines.append("| " + " | ".join([str(t[key]), str(t["jobs"]), *cells]) + " |")
         lines.append("")
     (out / "report.md").write_text("\n".join(lines))
     log.info("report: %s", out / "report.md")
@@ -152,11 +154,13 @@ def write_report(sweep_dir: str | Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m afd.report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m afd.report",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--wandb", action="store_true", help="also build and save a W&B report")
     parser.add_argument("--entity", default=None, help="W&B entity (default: your default entity)")
-    parser.add_argument("--project", default=None, help="W&B project (default: the jobs' logger.project)")
+    parser.add_argument("--project", default=None,
+                        help="W&B project (default: the jobs' logger.project)")
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

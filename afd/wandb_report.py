@@ -43,8 +43,8 @@ def build_report(results: list[dict], project: str, entity: str | None = None,
 
     groups = sorted({r["group"] for r in results if r.get("group")})
     if len(groups) != 1:
-        raise ValueError(f"a report covers one sweep (one W&B group); these results span {groups}: "
-                         "were they written before runs carried their group?")
+        raise ValueError(f"a report covers one sweep (one W&B group); these results span "
+                         f"{groups}: were they written before runs carried their group?")
     group, experiment = groups[0], results[0]["experiment"]
     # Without an entity the report takes the logged-in user's default one; so do its run sets.
     report = wr.Report(project=project, **({"entity": entity} if entity else {}),

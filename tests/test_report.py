@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, TINY
 
 from afd.report import ablation_table, job_metrics, swept_keys, write_report
-from conftest import ROOT, TINY
 
 DIVERGENCES = ("forward_kl", "reverse_kl")
 
@@ -103,7 +103,8 @@ def test_ablation_table_skips_missing_values():
     jobs = [job_results(16, s, "js", rng) for s in (0, 1)]
     del jobs[1]["div"]["coverage"]
     (row,) = ablation_table(jobs, "divergence", ["div/coverage"])
-    assert row["div/coverage mean"] == jobs[0]["div"]["coverage"] and math.isnan(row["div/coverage sem"])
+    assert row["div/coverage mean"] == jobs[0]["div"]["coverage"]
+    assert math.isnan(row["div/coverage sem"])
 
 
 class FakeService:
@@ -190,7 +191,7 @@ def test_sweep_groups_runs_and_logs_the_bon_curve(tmp_path):
     stamp = "-".join(sweep_dir.parts[-2:])
     assert {r["group"] for r in jobs.values()} == {f"toy-{stamp}"}
     assert jobs[2]["choices"]["reward"] == "init_sft"
-    for n, r in jobs.items():
+    for n in jobs:
         (run,) = (sweep_dir / str(sorted(jobs).index(n))).rglob("run-*.wandb")
         record = run.read_bytes()  # W&B's offline run record: group and name are in it verbatim
         assert f"toy-{stamp}".encode() in record and f"n={n}".encode() in record
