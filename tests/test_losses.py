@@ -110,7 +110,7 @@ def test_global_token_normalisation_splits_the_batch_gradient_exactly():
     grads, own = torch.zeros_like(theta), torch.zeros_like(theta)
     for half in (slice(0, 2), slice(2, 4)):
         nll, count = token_nll_sum(theta[half], labels[half])
-        grads += torch.autograd.grad(nll / total * 2, theta)[0] / 2
+        grads += torch.autograd.grad(nll / total * 2, theta, retain_graph=True)[0] / 2
         own += torch.autograd.grad(nll / count, theta)[0] / 2
     torch.testing.assert_close(grads, full)
     assert not torch.allclose(own, full, atol=1e-4)
