@@ -178,19 +178,15 @@ def test_crash_hook_matches_only_its_jobs():
 def test_cluster_config_asks_one_task_per_device(trainer, gpus, monkeypatch, tmp_path):
     from conftest import CONF
     from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
 
     import afd.train  # noqa: F401  registers the afd.gpus_per_node resolver
 
     monkeypatch.setenv("AFD_SHARED_DIR", str(tmp_path))
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["+cluster=slurm", *trainer], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # as a Hydra app does, for ${hydra:...}
-    try:
-        launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-        sweep_dir, cache_dir = str(cfg.hydra.sweep.dir), cfg.cache_dir
-    finally:
-        HydraConfig.instance().cfg = None  # later tests run outside any Hydra app
+    # Hydra resolves the launcher's config before it sets up HydraConfig: no ${hydra:...} here.
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    sweep_dir, cache_dir = str(cfg.hydra.sweep.dir), cfg.cache_dir
     assert launcher["_target_"].endswith("AfdSlurmLauncher")
     assert launcher["tasks_per_node"] == cfg.trainer.devices
     assert launcher["nodes"] == cfg.trainer.num_nodes

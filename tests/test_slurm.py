@@ -64,20 +64,21 @@ def slurm(tmp_path_factory):
         assert down.returncode == 0, down.stderr[-3000:]  # no daemon may outlive the tests
 
 
-def sweep(slurm, name: str, *overrides: str, timeout: int = 600):
-    """`python -m afd.train +experiment=toy +cluster=slurm ... -m ...` as a user types it."""
+def sweep(slurm, *overrides: str, timeout: int = 600):
+    """`python -m afd.train +experiment=toy +cluster=slurm ... -m ...` as a user types it, from
+    the shared directory; returns the process, the new sweep directory and the seconds taken."""
     work = slurm["work"]
-    sweep_dir = work / name
+    before = set(work.glob("multirun/*/*"))
     env = {**slurm["env"], "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled",
            "HF_HUB_OFFLINE": "1", "AFD_SHARED_DIR": str(work)}
     args = ["+experiment=toy", "+cluster=slurm", *SIZE, "logger=csv",
             "trainer.log_every_n_steps=1", f"hydra.launcher.partition={env['AFD_SLURM_PARTITION']}",
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10",
-            "hydra.launcher.result_timeout_s=2",
-            f"hydra.sweep.dir={sweep_dir}", *overrides]
+            "hydra.launcher.result_timeout_s=2", *overrides]
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "afd.train", *args], cwd=work, env=env,
                           capture_output=True, text=True, timeout=timeout)
+    (sweep_dir,) = set(work.glob("multirun/*/*")) - before
     return proc, sweep_dir, time.monotonic() - start
 
 
@@ -118,7 +119,7 @@ def pretrain_loss_curve(sweep_dir: Path) -> list[float]:
 
 @pytest.fixture(scope="module")
 def n_sweep(slurm):
-    proc, sweep_dir, seconds = sweep(slurm, "n_sweep", "-m", "n=2,4,8")
+    proc, sweep_dir, seconds = sweep(slurm, "-m", "n=2,4,8")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     return sweep_dir
 
@@ -154,7 +155,7 @@ def test_hard_crash_is_reported_failed_and_does_not_hang(slurm, n_sweep):
     """A job SIGKILLed mid-sweep (no result, no Python cleanup): the sweep still ends, fails,
     names the job and its SLURM state, and the other job's results are there."""
     proc, sweep_dir, seconds = sweep(
-        slurm, "crash", "+hydra.callbacks.crash._target_=afd.faults.CrashJob",
+        slurm, "+hydra.callbacks.crash._target_=afd.faults.CrashJob",
         "+hydra.callbacks.crash.when.n=4", "-m", "n=2,4", timeout=300)
     assert proc.returncode != 0
     assert seconds < 120, seconds  # the stages come from the cache; the rest is detection
@@ -174,7 +175,7 @@ def test_one_task_per_device_trains_like_one_process(slurm, n_sweep):
     """trainer=ddp with two SLURM tasks: task 0 runs the job, task 1 follows its training stages,
     and the stage's loss curve is the one-process curve of the sweep above."""
     # reward=logratio trains no reward model: two training stages are enough here.
-    proc, sweep_dir, _ = sweep(slurm, "ddp", "trainer=ddp", "trainer.accelerator=cpu",
+    proc, sweep_dir, _ = sweep(slurm, "trainer=ddp", "trainer.accelerator=cpu",
                                "reward=logratio", "-m", "n=4")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     (job,) = sacct(slurm, array_id(sweep_dir))
