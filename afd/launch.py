@@ -165,6 +165,9 @@ def _this_rank() -> int:
 
 
 def main(path: Path) -> None:
+    from afd.job import quiet_libraries
+
+    quiet_libraries()  # as in the job: the log keeps to afd's own lines
     call: StageCall = pickle.loads(path.read_bytes())
     rank = _this_rank()
     # Ranks other than 0 write into a scratch copy, so nothing they save can collide with rank
