@@ -62,7 +62,7 @@ def ablation_metrics(raw: list[dict], keys: list[str]) -> list[str]:
     names = sorted({m for r in raw for m in job_metrics(r)})
     depends_on_n = ("gold/bon/", "bon/") if "n" in keys else ()
     return [m for m in names if m.startswith(("div/", "gold/", "rm/", "bon/win_rate"))
-            and not m.endswith("/sem") and not (depends_on_n and m.startswith(depends_on_n))]
+            and not m.endswith(("/sem", "_sem")) and not (depends_on_n and m.startswith(depends_on_n))]
 
 
 def sem(values: list[float]) -> float:
