@@ -15,7 +15,7 @@ from afd.batching import Lengths, LMCollator
 from afd.modules.optim import OptimConfig
 from afd.modules.sft import SFTModule
 from afd.stages.data import DataDir
-from afd.training import Schedule, final_metrics, fit, save_trained
+from afd.training import Schedule, final_metrics, fit, export_trained
 
 
 def build(out_dir: Path, corpus_dir: Path, model_spec, schedule: Schedule, optim: OptimConfig,
@@ -32,6 +32,6 @@ def build(out_dir: Path, corpus_dir: Path, model_spec, schedule: Schedule, optim
     module = SFTModule(model, optim, schedule.total_steps(len(train)))
     collate = LMCollator(tokenizer, lengths, train_on_prompt=True)
     trainer = fit(module, train, val, collate, schedule, trainer_cfg, logger, seed, progress)
-    save_trained(trainer, module, tokenizer, out_dir)
+    export_trained(trainer, module, tokenizer, out_dir)
     return {"parameters": sum(p.numel() for p in model.parameters()), **final_metrics(logger)}
 

@@ -21,7 +21,7 @@ from afd.models import load_classifier, load_tokenizer
 from afd.modules.optim import OptimConfig
 from afd.modules.reward import RewardModule
 from afd.scoring import load_scorer, save_scorer_spec
-from afd.training import Schedule, as_dataclass, final_metrics, fit, save_trained
+from afd.training import Schedule, as_dataclass, final_metrics, fit, export_trained
 
 SOURCES = ("demo", "init", "sft")
 
@@ -70,7 +70,7 @@ def _train_classifier(out_dir: Path, recipe, inputs: RewardInputs, train, val, c
     module = RewardModule(model, recipe.optim, recipe.schedule.total_steps(len(train)), objective)
     trainer = fit(module, train, val, collate_cls(tokenizer, lengths), recipe.schedule,
                   trainer_cfg, logger, seed, progress)
-    save_trained(trainer, module, tokenizer, out_dir)
+    export_trained(trainer, module, tokenizer, out_dir)
     if not trainer.is_global_zero:
         return None
     save_scorer_spec(out_dir, {

@@ -16,7 +16,7 @@ from afd.models import load_policy, load_tokenizer
 from afd.modules.optim import OptimConfig
 from afd.modules.sft import SFTModule
 from afd.stages.data import DataDir
-from afd.training import Schedule, final_metrics, fit, save_trained
+from afd.training import Schedule, final_metrics, fit, export_trained
 
 
 def build(out_dir: Path, data_dir: Path, init_path: str, schedule: Schedule, optim: OptimConfig,
@@ -34,5 +34,5 @@ def build(out_dir: Path, data_dir: Path, init_path: str, schedule: Schedule, opt
     module = SFTModule(model, optim, schedule.total_steps(len(train)))
     trainer = fit(module, train, val, LMCollator(tokenizer, lengths), schedule, trainer_cfg, logger,
                   seed, progress)
-    save_trained(trainer, module, tokenizer, out_dir)
+    export_trained(trainer, module, tokenizer, out_dir)
     return {"demonstrations": len(train), **final_metrics(logger)}
