@@ -146,7 +146,8 @@ def fit(module: L.LightningModule, train_rows, val_rows, collate, schedule: Sche
     return trainer
 
 
-def export_trained(trainer: L.Trainer, module: L.LightningModule, tokenizer, out_dir) -> None:
+def export_trained(trainer: L.Trainer, module: L.LightningModule, tokenizer,
+                   out_dir) -> None:
     """Write the trained `module.model` and its tokenizer as a Hugging Face directory.
 
     Collective: every process calls it. Under DeepSpeed ZeRO the weights are gathered from their

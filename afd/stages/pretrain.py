@@ -15,7 +15,7 @@ from afd.batching import Lengths, LMCollator
 from afd.modules.optim import OptimConfig
 from afd.modules.sft import SFTModule
 from afd.stages.data import DataDir
-from afd.training import Schedule, final_metrics, fit, export_trained
+from afd.training import Schedule, export_trained, final_metrics, fit
 
 
 def build(out_dir: Path, corpus_dir: Path, model_spec, schedule: Schedule, optim: OptimConfig,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import numpy as np
@@ -21,7 +21,7 @@ from afd.models import load_classifier, load_tokenizer
 from afd.modules.optim import OptimConfig
 from afd.modules.reward import RewardModule
 from afd.scoring import load_scorer, save_scorer_spec
-from afd.training import Schedule, as_dataclass, final_metrics, fit, export_trained
+from afd.training import Schedule, as_dataclass, export_trained, final_metrics, fit
 
 SOURCES = ("demo", "init", "sft")
 

@@ -16,7 +16,7 @@ from afd.models import load_policy, load_tokenizer
 from afd.modules.optim import OptimConfig
 from afd.modules.sft import SFTModule
 from afd.stages.data import DataDir
-from afd.training import Schedule, final_metrics, fit, export_trained
+from afd.training import Schedule, export_trained, final_metrics, fit
 
 
 def build(out_dir: Path, data_dir: Path, init_path: str, schedule: Schedule, optim: OptimConfig,
