@@ -118,9 +118,8 @@ def run_worker(path: Path) -> None:
 class StageLauncher:
     """The pipeline's way to run a training stage's build function, here or in workers."""
 
-    def __init__(self, trainer_cfg, cache_dir):
+    def __init__(self, trainer_cfg):
         self.trainer = _plain(trainer_cfg)
-        self.cache_dir = cache_dir
 
     def run(self, fn: Callable[..., Any], out_dir: Path, *args, **kwargs):
         """`fn(out_dir, *args, **kwargs)`, in this process or in worker processes."""

@@ -45,7 +45,7 @@ class Pipeline:
         self.lengths = Lengths(**plain(cfg.data.lengths))
         self.sampling = as_dataclass(SamplingConfig, cfg.sampling, "sampling")
         # Training stages run through it: in this process, or in one worker process per rank.
-        self.launcher = StageLauncher(cfg.trainer, self.cache.root)
+        self.launcher = StageLauncher(cfg.trainer)
 
     def _node(self, label: str, stage: str, config: dict, upstream: dict[str, Artifact], build):
         if label in self.artifacts:

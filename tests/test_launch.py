@@ -81,7 +81,7 @@ def test_stage_call_runs_in_a_worker_and_replays_its_logs(tmp_path, monkeypatch)
     tracker = Recorder()
     out = tmp_path / "artifact.tmp-1"
     out.mkdir()
-    launcher = StageLauncher({"devices": 1, "num_nodes": 1, "strategy": "ddp"}, tmp_path)
+    launcher = StageLauncher({"devices": 1, "num_nodes": 1, "strategy": "ddp"})
     metrics = launcher.run(record_stage, out, 2.5, StageLogger(tracker, "sft"), note="hi")
     assert metrics["value"] == 2.5 and metrics["from_pid"] != os.getpid()
     assert (out / "artifact.txt").read_text() == "2.5 hi"
@@ -96,7 +96,7 @@ def failing_stage(out_dir: Path) -> dict:
 
 def test_worker_failure_names_the_stage_and_the_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(TESTS))
-    launcher = StageLauncher({"devices": 1, "strategy": "ddp"}, tmp_path)
+    launcher = StageLauncher({"devices": 1, "strategy": "ddp"})
     with pytest.raises(RuntimeError, match="failing_stage failed .*ValueError: this stage cannot"):
         launcher.run(failing_stage, tmp_path / "out")
 
