@@ -1,12 +1,17 @@
 """Tokenising (prompt, response) pairs and padding them into model batches.
 
 A response is tokenised apart from its prompt (joined by one space) and closed with EOS,
-so the token boundary is the same in training, sampling and scoring. Position ids come
-from the attention mask, so left and right padding give the same numbers.
+so the token boundary is the same in training, sampling and scoring. That is the text
+convention of HH-RLHF too ("...\n\nAssistant: Sure, ..."): for byte-level BPE (GPT-2) and
+SentencePiece without a dummy prefix (Gemma), tokens of `prompt` + tokens of `" " + response`
+equal the tokens of the joined text. A tokenizer that starts every text with BOS (Gemma,
+Llama) gets it in front of the prompt, after truncation. Position ids come from the
+attention mask, so left and right padding give the same numbers.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -15,17 +20,56 @@ from transformers import PreTrainedTokenizerBase
 IGNORE = -100
 
 
+PROMPT_TRUNCATION = ("left", "right")
+LONG_RESPONSES = ("truncate", "drop")
+
+
 @dataclass(frozen=True)
 class Lengths:
-    """Token limits: prompts lose their oldest tokens, responses their tail."""
+    """Token limits. A long prompt loses its oldest tokens (`prompt_truncation="left"`, which
+    keeps the final "Assistant:" cue) or its newest ("right"). A long response keeps its
+    first `max_response_tokens` and gets no EOS (`long_responses="truncate"`); with "drop",
+    training stages leave such rows out instead (scoring always truncates: every row needs
+    a score)."""
 
     max_prompt_tokens: int = 256
     max_response_tokens: int = 128
+    prompt_truncation: str = "left"
+    long_responses: str = "truncate"
+
+    def __post_init__(self):
+        if self.prompt_truncation not in PROMPT_TRUNCATION:
+            raise ValueError(f"data.lengths.prompt_truncation must be one of {PROMPT_TRUNCATION}, "
+                             f"got {self.prompt_truncation!r}")
+        if self.long_responses not in LONG_RESPONSES:
+            raise ValueError(f"data.lengths.long_responses must be one of {LONG_RESPONSES}, "
+                             f"got {self.long_responses!r}")
+
+
+_BOS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def leading_bos(tokenizer) -> list[int]:
+    """[BOS] if the tokenizer starts every text with it (Gemma, Llama), else []."""
+    if tokenizer not in _BOS:
+        bos, with_special = tokenizer.bos_token_id, tokenizer("a")["input_ids"]
+        adds = bos is not None and bool(with_special) and with_special[0] == bos and (
+            with_special != tokenizer("a", add_special_tokens=False)["input_ids"])
+        _BOS[tokenizer] = [bos] if adds else []
+    return list(_BOS[tokenizer])
+
+
+def truncate(ids: list[int], limit: int, side: str) -> list[int]:
+    """At most `limit` ids, cut from the `side` end ("left" drops the oldest)."""
+    if len(ids) <= limit:
+        return ids
+    return ids[len(ids) - limit:] if side == "left" else ids[:limit]
 
 
 def encode_prompt(tokenizer, prompt: str, lengths: Lengths) -> list[int]:
+    bos = leading_bos(tokenizer)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return ids[-lengths.max_prompt_tokens:]
+    return bos + truncate(ids, lengths.max_prompt_tokens - len(bos), lengths.prompt_truncation)
 
 
 def encode_response(tokenizer, response: str, lengths: Lengths, add_eos: bool = True) -> list[int]:
@@ -34,6 +78,19 @@ def encode_response(tokenizer, response: str, lengths: Lengths, add_eos: bool = 
     if len(ids) > lengths.max_response_tokens:
         return ids[: lengths.max_response_tokens]
     return ids + [tokenizer.eos_token_id] if add_eos else ids
+
+
+def response_fits(tokenizer, response: str, lengths: Lengths) -> bool:
+    return len(tokenizer(" " + response, add_special_tokens=False)["input_ids"]) <= lengths.max_response_tokens
+
+
+def training_rows(rows: list[tuple], tokenizer, lengths: Lengths, response_fields=(1,)) -> tuple[list[tuple], int]:
+    """Rows a training stage uses and how many it left out: with `long_responses="drop"`,
+    a row any of whose responses (tuple positions `response_fields`) exceeds the limit."""
+    if lengths.long_responses != "drop":
+        return rows, 0
+    kept = [r for r in rows if all(response_fits(tokenizer, r[i], lengths) for i in response_fields)]
+    return kept, len(rows) - len(kept)
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,10 @@
-"""A job's final numbers: gold reward of pi0, pi_SFT, the demonstrations and Best-of-n.
+"""A job's final numbers: gold reward of pi0, pi_SFT, the demonstrations, the job's policy
+(what `divergence=` trains; pi_SFT itself for forward KL) and Best-of-n on top of it.
 
-Best-of-n comes from one pool of N_max pi_SFT samples per held-out prompt, scored once by
-the gold and the proxy reward; the exact order-statistics estimator then gives every
-n <= N_max, so jobs of a sweep over n share all the expensive work.
+Best-of-n comes from one pool of N_max samples of the policy per held-out prompt, scored
+once by the gold and the proxy reward; the exact order-statistics estimator then gives
+every n <= N_max, so jobs of a sweep over n share all the expensive work. The same pool
+gives the policy's `div/*` metrics.
 """
 
 from __future__ import annotations
@@ -41,15 +43,31 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def policy_metrics(metrics: dict) -> dict:
+    """The stage's per-prompt means, without its bookkeeping."""
+    return {k: v for k, v in metrics.items() if k not in ("prompts", "smoothing_eps")}
+
+
+def policy_curve(pipe, policy: str) -> list[dict]:
+    """An adversarially trained policy's logged steps (KL to its reference, proxy and gold
+    reward): the policy-gradient side of the over-optimisation plot. Empty for SFT."""
+    from afd.stages.adversarial import read_history
+
+    return [r for r in read_history(pipe.policy(policy).path) if "gold" in r]
+
+
 def evaluate(pipe, n: int) -> dict:
     cfg = pipe.cfg
     n_max, num_prompts = cfg.bon.n_max, cfg.bon.num_prompts
-    pool = pipe.samples("sft", "heldout", n_max, num_prompts)
+    policy = pipe.canonical("policy")
+    pool = pipe.samples(policy, "heldout", n_max, num_prompts)
     pool_rows = read_samples(pool.path)
     num_pool_prompts = len(pool_rows) // n_max
-    gold = read_scores(pipe.scores("sft/heldout", pool, pool_rows, "gold").path)
-    proxy = read_scores(pipe.scores("sft/heldout", pool, pool_rows, "reward").path)
+    gold = read_scores(pipe.scores(f"{policy}/heldout", pool, pool_rows, "gold").path)
+    proxy = read_scores(pipe.scores(f"{policy}/heldout", pool, pool_rows, "reward").path)
     gold2d, proxy2d = gold.reshape(num_pool_prompts, n_max), proxy.reshape(num_pool_prompts, n_max)
+    sft_pool = pipe.samples("sft", "heldout", n_max, num_prompts)
+    gold_sft = read_scores(pipe.scores("sft/heldout", sft_pool, read_samples(sft_pool.path), "gold").path)
 
     init = pipe.samples("init", "heldout", cfg.eval.init_samples_per_prompt, num_prompts)
     init_rows = read_samples(init.path)
@@ -64,13 +82,24 @@ def evaluate(pipe, n: int) -> dict:
     curve = bon_curve(gold2d, proxy2d, curve_points(n, n_max))
     reward_metrics = pipe.reward().metrics
     within = [spearman(p, g) for p, g in zip(proxy2d, gold2d)]
+    extra = {}
+    if cfg.rounds > 1:
+        from afd.iterate import run_rounds
+
+        extra["rounds"] = run_rounds(pipe, n)
     return {
+        **extra,
         "gold": {
             "init": stat(per_prompt(gold_init, init_rows)),
-            "sft": stat(gold2d.mean(1)),
+            "sft": stat(gold_sft.reshape(num_pool_prompts, n_max).mean(1)),
             "demo": stat(gold_demo),
             "bon": {"mean": curve[n]["gold_mean"], "sem": curve[n]["gold_sem"]},
+            "policy": stat(gold2d.mean(1)),
         },
+        "divergence": pipe.divergence.name,
+        "divergence_level": pipe.divergence.level,
+        "div": policy_metrics(pipe.policy_metrics(policy, pool).metrics),
+        "policy_curve": policy_curve(pipe, policy),
         "proxy_bon": {"mean": curve[n]["proxy_mean"], "sem": curve[n]["proxy_sem"]},
         "bon_win_rate_vs_sft": curve[n]["win_rate_mean"],
         "bon_kl_analytic": kl_analytic(n),

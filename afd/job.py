@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from afd.evaluate import evaluate
+from afd.hub import preflight
 from afd.pipeline import Pipeline
 from afd.validate import validate
 
@@ -76,6 +77,7 @@ def tracked_metrics(results: dict) -> dict:
         "rm/spearman_gold": results["rm_spearman_gold"],
         "n": results["n"],
     })
+    m.update({f"div/{k}": v for k, v in results.get("div", {}).items() if not k.endswith("_sem")})
     return m
 
 
@@ -94,6 +96,7 @@ def run_job(cfg: DictConfig) -> dict:
     start = time.time()
     quiet_libraries()
     validate(cfg)
+    preflight(cfg)  # the Hub out of reach: fail now, naming what to point at local files
     output_dir, run_name, overrides = job_context(cfg)
     identity = run_identity(cfg)
     tracker = instantiate(cfg.logger)
@@ -118,6 +121,9 @@ def run_job(cfg: DictConfig) -> dict:
             "wall_s": round(time.time() - start, 2),
         }
         (output_dir / RESULTS).write_text(json.dumps(results, indent=2))
+        for r in results.get("rounds", {}).get("per_round", []):
+            tracker.log({f"rounds/{k}": v for k, v in r.items() if k != "round" and v is not None},
+                        step_key="rounds/round", step=r["round"])
         summary = tracked_metrics(results)
         tracker.log(summary)
         tracker.summary(summary)
@@ -126,6 +132,11 @@ def run_job(cfg: DictConfig) -> dict:
                  results["gold"]["init"]["mean"], results["gold"]["sft"]["mean"],
                  results["gold"]["demo"]["mean"], cfg.n, results["gold"]["bon"]["mean"],
                  results["bon_win_rate_vs_sft"])
+        if "div" in results:
+            div = results["div"]
+            log.info("policy (%s): gold %.3f  %s", results["divergence"], results["gold"]["policy"]["mean"],
+                     "  ".join(f"{k} {div[k]:.3f}" for k in ("precision", "coverage", "entropy",
+                                                              "forward_kl", "reverse_kl") if k in div))
         log.info("results: %s", output_dir / RESULTS)
         exit_code = 0
         return results

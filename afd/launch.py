@@ -121,9 +121,14 @@ class StageLauncher:
     def __init__(self, trainer_cfg):
         self.trainer = _plain(trainer_cfg)
 
+    @property
+    def in_workers(self) -> bool:
+        """Whether training stages run in worker processes (their arguments are pickled)."""
+        return needs_workers(self.trainer)
+
     def run(self, fn: Callable[..., Any], out_dir: Path, *args, **kwargs):
         """`fn(out_dir, *args, **kwargs)`, in this process or in worker processes."""
-        if not needs_workers(self.trainer):
+        if not self.in_workers:
             return fn(out_dir, *args, **kwargs)
         loggers: dict[str, StageLogger] = {}
         call = StageCall(fn, Path(out_dir), _swap_loggers(args, loggers),

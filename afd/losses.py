@@ -74,3 +74,29 @@ def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
 
 def binary_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return ((logits > 0).float() == targets.float()).float().mean()
+
+
+# -- policy gradient (adversarial imitation) --------------------------------------------
+
+
+def leave_one_out_baseline(values: torch.Tensor, group_size: int) -> torch.Tensor:
+    """For rows grouped by prompt (`group_size` consecutive rows each), the mean of the
+    other rows of the group: a baseline independent of the row's own sample, so
+    subtracting it leaves the policy gradient unbiased. Works on (B,) or (B, T)."""
+    if group_size < 2:
+        raise ValueError(f"a leave-one-out baseline needs >= 2 samples per prompt, got {group_size}")
+    grouped = values.reshape(-1, group_size, *values.shape[1:])
+    total = grouped.sum(1, keepdim=True)
+    return ((total - grouped) / (group_size - 1)).reshape(values.shape)
+
+
+def reward_to_go(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """G_t = sum_{t' >= t} r_t' over the masked positions of each row (undiscounted)."""
+    r = rewards * mask
+    return (r.flip(-1).cumsum(-1).flip(-1)) * mask
+
+
+def policy_gradient_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """REINFORCE surrogate -mean_rows sum_t A_t log pi(a_t|s_t); its gradient is the
+    negated policy gradient. `advantages` are constants (detached), shaped like `logp`."""
+    return -(advantages.detach() * logp * mask).sum(-1).mean()

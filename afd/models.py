@@ -109,19 +109,43 @@ class TinyGPT2:
 
 @dataclass
 class PretrainedModel:
-    """Any causal LM on disk or on the Hub (`name_or_path`), used as the initial policy."""
+    """Any causal LM on disk or on the Hub (`name_or_path`), used as the initial policy.
+
+    `dtype`, `gradient_checkpointing` and `lora` (a dict of afd.finetune.LoraSpec fields, or
+    None for full fine-tuning) apply to every stage that trains or runs it; remote code
+    from the Hub runs only with `trust_remote_code=true`.
+    """
 
     name_or_path: str
     dtype: str = "float32"
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
+    lora: dict | None = None
     needs_pretraining: bool = False
+
+    def __post_init__(self):
+        from afd.finetune import lora_spec
+
+        if not self.name_or_path:
+            raise ValueError("model.name_or_path is empty: give a Hub id (gpt2) or a local directory")
+        check_dtype(self.dtype, "model.dtype")
+        lora_spec(self.lora)
+
+    def hub_resources(self) -> list:
+        from afd.hub import HubResource
+
+        return [HubResource(self.name_or_path, "model", "model.name_or_path", "policy")]
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
         return load_tokenizer(self.name_or_path, self.trust_remote_code)
 
     def load(self, tokenizer: PreTrainedTokenizerBase):
         return load_policy(self.name_or_path, tokenizer, self.dtype, self.trust_remote_code)
+
+
+def check_dtype(dtype: str, key: str) -> None:
+    if dtype not in DTYPES:
+        raise ValueError(f"{key} must be one of {sorted(DTYPES)}, got {dtype!r}")
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

@@ -86,6 +86,10 @@ def generate(
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
             bad_words_ids=banned or None,
+            # Rows that wrote a stop string (a new "Human:" turn) stop early; the text is
+            # cut at the stop string below either way.
+            stop_strings=list(cfg.stop_strings) or None,
+            tokenizer=tokenizer if cfg.stop_strings else None,
         )
         new = gen[:, batch["input_ids"].size(1):].tolist()
         for (i, j), ids in zip(chunk, new):

@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 
 from afd.batching import ClassifierCollator, Lengths, LMCollator
+from afd.devices import inference_device
 from afd.losses import sequence_logprob
 from afd.models import load_classifier, load_policy, load_tokenizer
 from afd.modules.reward import reward_logits
@@ -57,9 +58,9 @@ class ClassifierScorer:
     """The logit of a sequence classifier saved in HF format."""
 
     def __init__(self, path: str, max_prompt_tokens: int, max_response_tokens: int,
-                 batch_size: int = 256):
-        self.tokenizer = load_tokenizer(path)
-        self.model = load_classifier(path, self.tokenizer)
+                 batch_size: int = 256, dtype: str = "float32", trust_remote_code: bool = False):
+        self.tokenizer = load_tokenizer(path, trust_remote_code)
+        self.model = load_classifier(path, self.tokenizer, dtype, trust_remote_code).to(inference_device())
         self.lengths = Lengths(max_prompt_tokens, max_response_tokens)
         self.batch_size = batch_size
 
@@ -71,10 +72,12 @@ class LogRatioScorer:
     """log pi_num(y|x) - log pi_den(y|x): the closed-form optimum of the Init-SFT classifier."""
 
     def __init__(self, numerator: str, denominator: str, max_prompt_tokens: int,
-                 max_response_tokens: int, batch_size: int = 256):
-        self.tokenizer = load_tokenizer(numerator)
-        self.numerator = load_policy(numerator, self.tokenizer)
-        self.denominator = load_policy(denominator, self.tokenizer)
+                 max_response_tokens: int, batch_size: int = 256, dtype: str = "float32",
+                 trust_remote_code: bool = False):
+        self.tokenizer = load_tokenizer(numerator, trust_remote_code)
+        device = inference_device()
+        self.numerator = load_policy(numerator, self.tokenizer, dtype, trust_remote_code).to(device)
+        self.denominator = load_policy(denominator, self.tokenizer, dtype, trust_remote_code).to(device)
         self.lengths = Lengths(max_prompt_tokens, max_response_tokens)
         self.batch_size = batch_size
 

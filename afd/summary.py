@@ -15,10 +15,13 @@ from hydra.experimental.callback import Callback
 
 log = logging.getLogger(__name__)
 COLUMNS = [
-    "experiment", "reward", "seed", "n", "gold_bon_mean", "gold_bon_sem", "gold_sft_mean",
-    "gold_init_mean", "gold_demo_mean", "bon_win_rate_vs_sft", "bon_kl_analytic",
-    "rm_accuracy", "rm_spearman_gold", "trained", "cached", "wall_s", "overrides", "job",
+    "experiment", "reward", "divergence", "seed", "n", "gold_bon_mean", "gold_bon_sem",
+    "gold_policy_mean", "gold_sft_mean", "gold_init_mean", "gold_demo_mean",
+    "bon_win_rate_vs_sft", "bon_kl_analytic", "rm_accuracy", "rm_spearman_gold",
+    "div_precision", "div_coverage", "div_entropy", "div_forward_kl", "div_reverse_kl",
+    "trained", "cached", "wall_s", "overrides", "job",
 ]
+DIV_COLUMNS = ("precision", "coverage", "entropy", "forward_kl", "reverse_kl")
 
 
 def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
@@ -32,13 +35,17 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
                                      "bon_kl_analytic", "rm_accuracy", "rm_spearman_gold", "wall_s")},
             **{f"gold_{p}_mean": r["gold"][p]["mean"] for p in ("bon", "sft", "init", "demo")},
             "gold_bon_sem": r["gold"]["bon"]["sem"],
+            "divergence": r.get("divergence"),
+            "gold_policy_mean": r["gold"].get("policy", {}).get("mean"),
+            **{f"div_{k}": r.get("div", {}).get(k) for k in DIV_COLUMNS},
             "trained": sum(s == "trained" for s in stages),
             "cached": sum(s == "cached" for s in stages),
             "overrides": " ".join(r.get("overrides", [])),
             "job": str(path.parent.relative_to(sweep_dir)),
         })
         raw.append(r)
-    order = sorted(range(len(rows)), key=lambda i: (str(rows[i]["reward"]), rows[i]["seed"], rows[i]["n"]))
+    order = sorted(range(len(rows)), key=lambda i: (
+        str(rows[i]["reward"]), str(rows[i]["divergence"]), rows[i]["seed"], rows[i]["n"]))
     return [rows[i] for i in order], [raw[i] for i in order]
 
 
@@ -61,7 +68,9 @@ def plot_gold_vs_n(raw: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     groups: dict[str, list[dict]] = {}
     for r in raw:
-        groups.setdefault(f"{r['reward']} (seed {r['seed']})", []).append(r)
+        trained = r.get("divergence", "forward_kl") != "forward_kl"
+        policy = f", {r['divergence']}" if trained else ""
+        groups.setdefault(f"{r['reward']}{policy} (seed {r['seed']})", []).append(r)
     for label, results in groups.items():
         curve = results[0]["bon_curve"]  # every job of a group holds the same full curve
         ns = sorted(int(k) for k in curve)

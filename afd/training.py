@@ -146,16 +146,22 @@ def fit(module: L.LightningModule, train_rows, val_rows, collate, schedule: Sche
     return trainer
 
 
-def export_trained(trainer: L.Trainer, module: L.LightningModule, tokenizer,
-                   out_dir) -> None:
-    """Write the trained `module.model` and its tokenizer as a Hugging Face directory.
+def export_trained(trainer: L.Trainer, module: L.LightningModule, tokenizer, out_dir,
+                   dtype: str = "float32", attr: str = "model") -> None:
+    """Write the trained `module.<attr>` and its tokenizer as a plain Hugging Face directory.
 
     Collective: every process calls it. Under DeepSpeed ZeRO the weights are gathered from their
-    partitions (fp32 masters when training in 16 bits); only global rank 0 writes.
+    partitions (fp32 masters when training in 16 bits); LoRA adapters are merged in; the weights
+    are written in `dtype`, the model options' (what later stages load them in); only global
+    rank 0 writes.
     """
+    from afd.models import DTYPES
     from afd.strategies import export_hf_model
 
-    export_hf_model(trainer, module, out_dir)
+    config = getattr(module, attr).config
+    if getattr(config, "use_cache", None) is False:
+        config.use_cache = True  # checkpointing was for training; generation wants the cache
+    export_hf_model(trainer, module, out_dir, attr=attr, dtype=DTYPES[dtype])
     if trainer.is_global_zero:
         tokenizer.save_pretrained(out_dir)
 

@@ -33,6 +33,19 @@ def _instantiable(node, key: str):
         raise ConfigError(f"{key}: {e}") from None
 
 
+def _lengths(node) -> None:
+    from omegaconf import OmegaConf
+
+    from afd.batching import Lengths
+
+    try:
+        Lengths(**OmegaConf.to_container(node, resolve=True))
+    except TypeError as e:
+        raise ConfigError(f"data.lengths: {e}") from None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def validate(cfg: DictConfig) -> None:
     n_max = _int(cfg, "bon.n_max", 1)
     _int(cfg, "n", 1, n_max, hint=f" (raise bon.n_max to sample a larger pool; it is {n_max})")
@@ -42,6 +55,7 @@ def validate(cfg: DictConfig) -> None:
         _int(cfg, "bon.num_prompts", 1)
     for key in ("max_prompt_tokens", "max_response_tokens"):
         _int(cfg, f"data.lengths.{key}", 1)
+    _lengths(cfg.data.lengths)
     _int(cfg, "sampling.max_new_tokens", 1)
     if not cfg.sampling.temperature >= 0:
         raise ConfigError(f"sampling.temperature must be >= 0, got {cfg.sampling.temperature}")
@@ -50,6 +64,12 @@ def validate(cfg: DictConfig) -> None:
     _instantiable(cfg.data.task, "data.task")
     model = _instantiable(cfg.model, "model")
     _instantiable(cfg.reward, "reward")
+    _instantiable(cfg.divergence, "divergence")
+    _int(cfg, "eval.coverage_samples", 1)
+    _int(cfg, "rounds", 1)
+    _int(cfg, "iterate.n", 1)
+    if cfg.iterate.num_prompts is not None:
+        _int(cfg, "iterate.num_prompts", 1)
     _instantiable(cfg.gold, "gold")
     _instantiable(cfg.logger, "logger")
     _trainer(cfg, getattr(model, "needs_pretraining", False))
@@ -62,8 +82,9 @@ def _trainer(cfg: DictConfig, pretrains: bool) -> None:
     devices, nodes = _int(cfg, "trainer.devices", 1), _int(cfg, "trainer.num_nodes", 1)
     processes = devices * nodes
     batches = (["pretrain.schedule.batch_size"] if pretrains else []) + ["sft.schedule.batch_size"]
-    if "schedule" in cfg.reward:
-        batches.append("reward.schedule.batch_size")
+    batches += _schedules(cfg.reward, "reward")  # composite rewards: every part's schedule
+    if cfg.rounds > 1:
+        batches.append("iterate.schedule.batch_size")
     for key in batches:
         size = _int(cfg, key, 1)
         if size % processes:
@@ -79,3 +100,14 @@ def _trainer(cfg: DictConfig, pretrains: bool) -> None:
         raise ConfigError(
             f"trainer.num_nodes={nodes} needs SLURM to start one task per device on every node: "
             "run through +cluster=slurm, or srun with --ntasks-per-node=trainer.devices")
+
+
+def _schedules(node, key: str) -> list[str]:
+    """The `schedule.batch_size` keys under a config node (a recipe and its parts)."""
+    if not isinstance(node, DictConfig):
+        return []
+    found = [f"{key}.schedule.batch_size"] if "batch_size" in node.get("schedule", {}) else []
+    for name in node:
+        if name != "schedule":
+            found += _schedules(node[name], f"{key}.{name}")
+    return found

@@ -86,3 +86,11 @@ def tiny_lm(vocab_size: int, pad_id: int, eos_id: int, seed: int = 0) -> GPT2LMH
 @pytest.fixture
 def toy_lm(toy_tokenizer):
     return tiny_lm(len(toy_tokenizer), toy_tokenizer.pad_token_id, toy_tokenizer.eos_token_id)
+
+
+@pytest.fixture(scope="session")
+def tiny_hh_models(tmp_path_factory):
+    """Local stand-ins for gpt2, the golden reward models and Gemma (tests/tiny_hf.py)."""
+    from tiny_hf import save_tiny_hh_models
+
+    return save_tiny_hh_models(tmp_path_factory.mktemp("hh_models"))

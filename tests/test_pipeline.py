@@ -14,10 +14,15 @@ RESULT_KEYS = {"experiment", "n", "reward", "seed", "gold", "bon_win_rate_vs_sft
 def test_sweep_over_n_trains_once_and_reports(tiny_cfg, tmp_path):
     first = run_job(tiny_cfg("n=2"))
     assert RESULT_KEYS <= set(first)
-    assert set(first["gold"]) == {"init", "sft", "demo", "bon"}
+    assert set(first["gold"]) == {"init", "sft", "demo", "bon", "policy"}
+    # divergence=forward_kl (the default): the job's policy is pi_SFT itself
+    assert first["divergence"] == "forward_kl"
+    assert first["gold"]["policy"] == first["gold"]["sft"]
+    assert 0 <= first["div"]["precision"] <= 1 and first["div"]["forward_kl"] > 0
     assert all(set(v) == {"mean", "sem"} for v in first["gold"].values())
     assert set(first["stages"].values()) == {"trained"}
-    for stage in ("data", "init", "sft", "reward", "sample/sft/heldout", "sample/init/train"):
+    for stage in ("data", "init", "sft", "reward", "sample/sft/heldout", "sample/init/train",
+                  "policy_metrics/sft"):
         assert first["stages"][stage] == "trained"
     second = run_job(tiny_cfg("n=8"))
     assert set(second["stages"].values()) == {"cached"}

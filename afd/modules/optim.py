@@ -17,6 +17,14 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.95)
 
 
+def lr_factor(cfg: OptimConfig, step: int, total_steps: int) -> float:
+    """Multiplier of the base learning rate at `step`: linear warm-up, then cosine decay."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / max(1, cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def configure(params, cfg: OptimConfig, total_steps: int):
     decay, no_decay = [], []
     for p in params:
@@ -28,11 +36,6 @@ def configure(params, cfg: OptimConfig, total_steps: int):
         betas=tuple(cfg.betas),
     )
 
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / max(1, cfg.warmup_steps)
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(cfg, step, total_steps))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

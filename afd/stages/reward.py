@@ -16,7 +16,8 @@ from typing import ClassVar
 import lightning as L
 import numpy as np
 
-from afd.batching import ClassifierCollator, Lengths, PairCollator
+from afd.batching import ClassifierCollator, Lengths, PairCollator, training_rows
+from afd.finetune import ModelOptions, prepare_for_training
 from afd.models import load_classifier, load_tokenizer
 from afd.modules.optim import OptimConfig
 from afd.modules.reward import RewardModule
@@ -32,6 +33,14 @@ class RewardInputs:
 
     rows: dict[str, list[dict]]  # role ("positive"/"negative") -> rows with prompt, response
     policies: dict[str, str]  # role ("backbone"/"numerator"/...) -> model path
+    options: ModelOptions = field(default_factory=ModelOptions)  # dtype, LoRA, ... of the model config
+    parts: dict[str, str] = field(default_factory=dict)  # composite rewards: part -> its path
+
+
+def scorer_spec(target: str, lengths: Lengths, options: ModelOptions, **paths) -> dict:
+    return {"_target_": target, **paths, "max_prompt_tokens": lengths.max_prompt_tokens,
+            "max_response_tokens": lengths.max_response_tokens, "dtype": options.dtype,
+            "trust_remote_code": options.trust_remote_code}
 
 
 def _check_source(key: str, value: str) -> str:
@@ -59,25 +68,23 @@ def _check_backbone(backbone: str) -> None:
 
 def _train_classifier(out_dir: Path, recipe, inputs: RewardInputs, train, val, collate_cls,
                       objective: str, lengths: Lengths, trainer_cfg, seed: int, logger, progress):
-    """Fine-tune a scalar-head classifier from the recipe's backbone policy and save it, with
-    the scorer spec that loads it, into `out_dir`. Returns that scorer, loaded back from
-    `out_dir` as later stages will see it (under ZeRO-3 the live module only holds this
-    process's partition); None on the other processes of a multi-process run."""
+    """Fine-tune a scalar-head classifier from the recipe's backbone policy (with the model
+    config's dtype, LoRA and checkpointing) and save it, LoRA merged, with the scorer spec
+    that loads it, into `out_dir`. Returns that scorer, loaded back from `out_dir` as later
+    stages will see it (under ZeRO-3 the live module only holds this process's partition);
+    None on the other processes of a multi-process run."""
     L.seed_everything(seed, workers=True, verbose=False)
-    backbone = inputs.policies["backbone"]
-    tokenizer = load_tokenizer(backbone)
-    model = load_classifier(backbone, tokenizer)
+    backbone, options = inputs.policies["backbone"], inputs.options
+    tokenizer = load_tokenizer(backbone, options.trust_remote_code)
+    model = load_classifier(backbone, tokenizer, options.dtype, options.trust_remote_code)
+    model = prepare_for_training(model, options, "classifier")
     module = RewardModule(model, recipe.optim, recipe.schedule.total_steps(len(train)), objective)
     trainer = fit(module, train, val, collate_cls(tokenizer, lengths), recipe.schedule,
                   trainer_cfg, logger, seed, progress)
-    export_trained(trainer, module, tokenizer, out_dir)
+    export_trained(trainer, module, tokenizer, out_dir, options.dtype)
     if not trainer.is_global_zero:
         return None
-    save_scorer_spec(out_dir, {
-        "_target_": "afd.scoring.ClassifierScorer", "path": ".",
-        "max_prompt_tokens": lengths.max_prompt_tokens,
-        "max_response_tokens": lengths.max_response_tokens,
-    })
+    save_scorer_spec(out_dir, scorer_spec("afd.scoring.ClassifierScorer", lengths, options, path="."))
     return load_scorer(out_dir)
 
 
@@ -100,6 +107,8 @@ class Discriminator:
     val_fraction: float = 0.1
     schedule: Schedule = field(default_factory=Schedule)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    seed_offset: int = 0  # ensemble members: a different initialisation and data order ...
+    bootstrap: bool = False  # ... and optionally a bootstrap resample of the training rows
 
     def __post_init__(self):
         self.schedule = as_dataclass(Schedule, self.schedule, "reward.schedule")
@@ -120,7 +129,13 @@ class Discriminator:
               logger=None, progress=True) -> dict:
         rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
         rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
+        rows, dropped = training_rows(rows, load_tokenizer(inputs.policies["backbone"],
+                                                           inputs.options.trust_remote_code), lengths)
         train, val = split_by_prompt(rows, self.val_fraction, seed)
+        seed = seed + self.seed_offset  # the split stays shared: members agree on held-out rows
+        if self.bootstrap:
+            rng = random.Random(seed)
+            train = [train[rng.randrange(len(train))] for _ in train]
         scorer = _train_classifier(out_dir, self, inputs, train, val, ClassifierCollator, "bce",
                                    lengths, trainer_cfg, seed, logger, progress)
         if scorer is None:  # not global rank 0 of a multi-process run
@@ -128,7 +143,8 @@ class Discriminator:
         scores = scorer.score(_rows(val, ("prompt", "response")))
         return {
             "accuracy": accuracy(scores, np.array([t for _, _, t in val])),
-            "train_rows": len(train), "val_rows": len(val), **final_metrics(logger),
+            "train_rows": len(train), "val_rows": len(val), "dropped_long": dropped,
+            **final_metrics(logger),
         }
 
 
@@ -159,13 +175,9 @@ class LogRatio:
 
     def build(self, out_dir: Path, inputs: RewardInputs, lengths: Lengths, trainer_cfg, seed: int,
               logger=None, progress=True) -> dict:
-        save_scorer_spec(out_dir, {
-            "_target_": "afd.scoring.LogRatioScorer",
-            "numerator": inputs.policies["numerator"],
-            "denominator": inputs.policies["denominator"],
-            "max_prompt_tokens": lengths.max_prompt_tokens,
-            "max_response_tokens": lengths.max_response_tokens,
-        })
+        save_scorer_spec(out_dir, scorer_spec(
+            "afd.scoring.LogRatioScorer", lengths, inputs.options,
+            numerator=inputs.policies["numerator"], denominator=inputs.policies["denominator"]))
         rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
         rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
         _, val = split_by_prompt(rows, self.val_fraction, seed)
@@ -202,6 +214,8 @@ class BradleyTerry:
               logger=None, progress=True) -> dict:
         pairs = inputs.rows["pairs"][: self.num_pairs] if self.num_pairs else inputs.rows["pairs"]
         rows = [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs]
+        rows, dropped = training_rows(rows, load_tokenizer(inputs.policies["backbone"],
+                                                           inputs.options.trust_remote_code), lengths, (1, 2))
         train, val = split_by_prompt(rows, self.val_fraction, seed)
         scorer = _train_classifier(out_dir, self, inputs, train, val, PairCollator, "bt",
                                    lengths, trainer_cfg, seed, logger, progress)
@@ -210,4 +224,5 @@ class BradleyTerry:
         chosen = scorer.score(_rows(val, ("prompt", "response")))
         rejected = scorer.score(_rows([(p, r) for p, _, r in val], ("prompt", "response")))
         return {"accuracy": float((chosen > rejected).mean()) if len(val) else float("nan"),
-                "train_pairs": len(train), "val_pairs": len(val), **final_metrics(logger)}
+                "train_pairs": len(train), "val_pairs": len(val), "dropped_long": dropped,
+                **final_metrics(logger)}

@@ -13,6 +13,8 @@ import lightning as L
 
 from afd.batching import Lengths
 from afd.data.records import iter_jsonl
+from afd.devices import inference_device
+from afd.finetune import ModelOptions
 from afd.models import load_policy, load_tokenizer
 from afd.sampling import SamplingConfig, generate
 from afd.stages.data import DataDir
@@ -22,14 +24,16 @@ SAMPLES = "samples.jsonl"
 
 def build(out_dir: Path, data_dir: Path, policy_path: str, split: str, num_samples: int,
           num_prompts: int | None, sampling: SamplingConfig, lengths: Lengths, seed: int,
-          progress: bool = True) -> dict:
+          progress: bool = True, options: ModelOptions | None = None) -> dict:
     data = DataDir(data_dir)
     examples = data.examples(split)
     if num_prompts:
         examples = examples[:num_prompts]
     L.seed_everything(seed, verbose=False)
-    tokenizer = load_tokenizer(policy_path)
-    model = load_policy(policy_path, tokenizer)
+    options = options or ModelOptions()
+    tokenizer = load_tokenizer(policy_path, options.trust_remote_code)
+    model = load_policy(policy_path, tokenizer, options.dtype, options.trust_remote_code)
+    model.to(inference_device())
     generated = generate(model, tokenizer, [e.prompt for e in examples], num_samples, sampling,
                          lengths, seed, banned_tokens=data.demonstrator_only_tokens, progress=progress)
     finished = 0

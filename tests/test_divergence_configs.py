@@ -1,0 +1,107 @@
+"""The divergence=, reward= and rounds= choices compose, and bad values fail before any work,
+naming their key."""
+
+import pytest
+from conftest import compose_config
+
+from afd.divergences import Adversarial, ForwardKL
+from afd.validate import ConfigError, validate
+
+
+@pytest.mark.parametrize(
+    "choice, name, level, f",
+    [
+        ("forward_kl", "forward_kl", "sft", None),
+        ("reverse_kl", "reverse_kl", "trajectory", "reverse_kl"),
+        ("js", "js", "trajectory", "js"),
+        ("reverse_kl_occupancy", "reverse_kl_occupancy", "occupancy", "reverse_kl"),
+        ("f_gan", "f_gan_hellinger", "trajectory", "hellinger"),
+    ],
+)
+def test_divergence_choices(choice, name, level, f):
+    from hydra.utils import instantiate
+
+    recipe = instantiate(compose_config([f"divergence={choice}"]).divergence)
+    assert (recipe.name, recipe.level) == (name, level)
+    assert isinstance(recipe, ForwardKL if f is None else Adversarial)
+    if f:
+        assert recipe.f.name == f
+
+
+def test_nested_choices_sweep_f_and_discriminator():
+    from hydra.utils import instantiate
+
+    recipe = instantiate(
+        compose_config(
+            ["divergence=f_gan", "divergence/f=pearson", "divergence/discriminator=occupancy"]
+        ).divergence
+    )
+    assert (recipe.name, recipe.level, recipe.f.name) == ("f_gan_pearson", "occupancy", "pearson")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["divergence=reverse_kl", "divergence.samples_per_prompt=1"],
+            "divergence.samples_per_prompt must be an integer >= 2",
+        ),
+        (["divergence=js", "divergence.start=demo"], "divergence.start must be one of"),
+        (
+            ["divergence=reverse_kl", "divergence.disc_warmup_steps=150"],
+            "divergence.disc_warmup_steps (150) leaves no",
+        ),
+        (["divergence=reverse_kl", "divergence.kl_coef=-1"], "divergence.kl_coef must be >= 0"),
+        (["rounds=0"], "rounds must be >= 1"),
+        (["eval.coverage_samples=0"], "eval.coverage_samples must be >= 1"),
+        (["reward=ensemble", "reward.size=1"], "reward.size must be an integer >= 2"),
+        (
+            ["reward=ensemble", "reward.resample=jackknife"],
+            "reward.resample must be 'seed' or 'bootstrap'",
+        ),
+        (
+            ["reward=irl_bt", "+reward.weights.extra=1.0"],
+            "reward.weights must name exactly the parts",
+        ),
+    ],
+)
+def test_bad_values_name_their_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config(["logger=none", *overrides]))
+    assert message in str(err.value)
+
+
+def test_manual_optimisation_refuses_gradient_accumulation():
+    from afd.stages.adversarial import manual_trainer_kwargs
+
+    kwargs, clip = manual_trainer_kwargs({"accelerator": "cpu", "gradient_clip_val": 0.5})
+    assert "gradient_clip_val" not in kwargs and clip == 0.5
+    with pytest.raises(ValueError, match="trainer.accumulate_grad_batches must be 1"):
+        manual_trainer_kwargs({"accelerator": "cpu", "accumulate_grad_batches": 2})
+    ds, clip = manual_trainer_kwargs(
+        {
+            "strategy": {"_target_": "afd.strategies.CPUDeepSpeedStrategy", "stage": 2},
+            "gradient_clip_val": 1.0,
+        }
+    )
+    assert clip is None and ds["strategy"].config["gradient_clipping"] == 1.0  # DeepSpeed clips
+
+
+def test_stage_keys_hold_resolved_values(tmp_path):
+    """data.noise reaches data.task.noise through an interpolation; the data key must change."""
+    from afd.pipeline import Pipeline
+    from afd.tracking import Tracker
+
+    keys = set()
+    for noise in (0.1, 0.3):
+        cfg = compose_config(
+            [
+                "data.task.num_train_prompts=20",
+                "data.task.num_heldout_prompts=4",
+                "data.task.num_pairs=4",
+                f"data.noise={noise}",
+            ],
+            tmp_path,
+        )
+        keys.add(Pipeline(cfg, Tracker()).data().key)
+    assert len(keys) == 2
