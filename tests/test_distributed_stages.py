@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, compose_config
+from conftest import ROOT, TINY, compose_config
 
 from afd.job import run_job
 from afd.pipeline import Pipeline
@@ -106,3 +106,26 @@ def test_zero2_bf16_job_end_to_end(tiny_cfg):
     assert nll["sft"] < nll["init"] - 0.05, nll
     assert 0.0 <= results["rm_accuracy"] <= 1.0
     assert -1.0 <= results["gold"]["bon"]["mean"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ddp", "zero2"])
+def test_adversarial_stage_trains_in_two_processes(tmp_path, name):
+    """divergence=reverse_kl in two worker processes: the gold scorer is built in the workers,
+    rank 0's history and logged curve come back to the job, and the policy is a plain HF model
+    that later stages load."""
+    from afd.stages.adversarial import read_history
+
+    searchpath = f"hydra.searchpath=[file://{ROOT / 'tests' / 'conf'}]"
+    cfg = compose_config([*TINY, *TRAINERS[name], "divergence=reverse_kl_tiny", searchpath,
+                          "trainer.log_every_n_steps=1"], tmp_path)
+    tracker = RecordingTracker()
+    art = Pipeline(cfg, tracker).policy("policy")
+    history = read_history(art.path)
+    assert [r["step"] for r in history] == list(range(12))
+    assert [r["step"] for r in history if "gold" in r] == [0, 4, 8, 11]
+    assert all("policy_loss" in r for r in history[2:])  # after the 2 warm-up steps
+    assert [s for s, _ in tracker.curve("adv/train/disc_loss")] == list(range(12))
+    assert 0 <= art.metrics["final_disc_accuracy"] <= 1
+    assert torch.isfinite(probe_logits(art.path)).all()
+

@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, Sampler
 
 from afd.batching import Lengths, encode_prompt, encode_response, pad_batch
@@ -74,8 +75,17 @@ def demo_rows(data: DataDir, tokenizer, lengths: Lengths, num_prompts: int | Non
 
 def manual_trainer_kwargs(trainer_cfg) -> tuple[dict, float | None]:
     """Trainer kwargs for manual optimisation: Lightning refuses gradient clipping and
-    accumulation there, so clipping moves into the module (or DeepSpeed's config)."""
+    accumulation there, so clipping moves into the module (or DeepSpeed's config). Under DDP
+    each step backpropagates twice, through one role at a time, so DDP must expect parameters
+    that a backward pass does not reach."""
     kwargs = trainer_kwargs(trainer_cfg)
+    processes = int(kwargs.get("devices", 1)) * int(kwargs.get("num_nodes", 1))
+    if kwargs.get("strategy") == "ddp" or (
+        kwargs.get("strategy", "auto") == "auto" and processes > 1
+    ):
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    elif type(kwargs.get("strategy")) is DDPStrategy:
+        kwargs["strategy"]._ddp_kwargs["find_unused_parameters"] = True
     clip = kwargs.pop("gradient_clip_val", None)
     if kwargs.pop("accumulate_grad_batches", 1) != 1:
         raise ValueError(
