@@ -129,3 +129,54 @@ def test_adversarial_stage_trains_in_two_processes(tmp_path, name):
     assert 0 <= art.metrics["final_disc_accuracy"] <= 1
     assert torch.isfinite(probe_logits(art.path)).all()
 
+
+@pytest.mark.slow
+def test_lora_sft_under_zero2_in_two_processes(tiny_hh_models, tmp_path):
+    """LoRA and gradient checkpointing (the model options) travel to the workers; the adapters
+    of the ZeRO-2 run are gathered and merged into a plain model that matches one process."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from afd.batching import Lengths
+    from afd.data.records import Example, write_jsonl
+    from afd.finetune import LoraSpec, ModelOptions
+    from afd.launch import StageLauncher
+    from afd.modules.optim import OptimConfig
+    from afd.stages import sft as sft_stage
+    from afd.training import Schedule
+
+    # Without dropout, whose masks differ between one process and two, the runs agree.
+    policy = tmp_path / "policy"
+    AutoModelForCausalLM.from_pretrained(tiny_hh_models["policy"], resid_pdrop=0.0,
+                                         embd_pdrop=0.0, attn_pdrop=0.0).save_pretrained(policy)
+    AutoTokenizer.from_pretrained(tiny_hh_models["policy"]).save_pretrained(policy)
+    data = tmp_path / "data"
+    data.mkdir()
+    prompt = "\n\nHuman: How do I bake bread?\n\nAssistant:"
+    demos = [Example(f"d{i}", prompt.replace("bread", f"bread {i}"), "Mix flour and bake.")
+             for i in range(48)]
+    write_jsonl(data / "train.jsonl", demos)
+    (data / "info.json").write_text('{"name": "t"}')
+    options = ModelOptions(lora=LoraSpec(r=4, alpha=8, dropout=0.0), gradient_checkpointing=True)
+    trainers = {
+        "one": {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "precision": "32-true"},
+        "zero2": {"accelerator": "cpu", "devices": 2, "num_nodes": 1, "precision": "32-true",
+                  "strategy": {"_target_": "afd.strategies.CPUDeepSpeedStrategy", "stage": 2}},
+    }
+    outs, metrics = {}, {}
+    for name, trainer in trainers.items():
+        outs[name] = tmp_path / name
+        outs[name].mkdir()
+        metrics[name] = StageLauncher(trainer).run(
+            sft_stage.build, outs[name], data, str(policy),
+            Schedule(epochs=2, batch_size=8), OptimConfig(lr=3e-2), Lengths(64, 32), trainer, 0,
+            val_fraction=0.1, progress=False, options=options)
+    assert metrics["zero2"]["trainable_parameters"] == metrics["one"]["trainable_parameters"] > 0
+    assert not (outs["zero2"] / "adapter_config.json").exists()  # merged: a plain checkpoint
+    torch.testing.assert_close(probe_logits(outs["zero2"]), probe_logits(outs["one"]),
+                               rtol=1e-4, atol=1e-4)
+    before = AutoModelForCausalLM.from_pretrained(policy).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(outs["zero2"]).state_dict()
+    # (the embeddings gained a pad token's row: compare the rows they share)
+    changed = {k for k, v in before.items() if not torch.equal(v, after[k][: len(v)])}
+    # the adapters trained and were merged into the attention projections, and only there
+    assert changed and all(".attn." in k for k in changed), changed
