@@ -33,8 +33,16 @@ from afd.tracking import StageLogger, Tracker
 
 log = logging.getLogger(__name__)
 # Distributed variables of an outer launch; each worker gets its own from Lightning or SLURM.
-DIST_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
-            "MASTER_ADDR", "MASTER_PORT")
+DIST_ENV = (
+    "LOCAL_RANK",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
 
 
 def _plain(trainer_cfg) -> dict:
@@ -74,6 +82,7 @@ class StageCall:
 
 def _swap_loggers(values, loggers: dict):
     """Replace StageLoggers by slots (parent side) or slots by recording loggers (worker side)."""
+
     def swap(v):
         if isinstance(v, StageLogger):
             loggers[v.prefix] = v
@@ -108,11 +117,13 @@ def run_worker(path: Path) -> None:
     proc = subprocess.run(cmd, env=worker_env(call.trainer))
     if proc.returncode != 0:
         errors = sorted(path.parent.glob(f"{path.name}.error.*"))
-        last = (errors[-1].read_text().strip().splitlines()[-1] if errors
-                else "no traceback recorded")
+        last = (
+            errors[-1].read_text().strip().splitlines()[-1] if errors else "no traceback recorded"
+        )
         raise RuntimeError(
             f"training stage {call.fn.__qualname__} failed in its worker processes (exit code "
-            f"{proc.returncode}): {last}; full output above, tracebacks in {path.parent}")
+            f"{proc.returncode}): {last}; full output above, tracebacks in {path.parent}"
+        )
 
 
 class StageLauncher:
@@ -131,22 +142,32 @@ class StageLauncher:
         if not self.in_workers:
             return fn(out_dir, *args, **kwargs)
         loggers: dict[str, StageLogger] = {}
-        call = StageCall(fn, Path(out_dir), _swap_loggers(args, loggers),
-                         _swap_loggers(kwargs, loggers), self.trainer)
+        call = StageCall(
+            fn,
+            Path(out_dir),
+            _swap_loggers(args, loggers),
+            _swap_loggers(kwargs, loggers),
+            self.trainer,
+        )
         leader = ranks.leader()
         if leader is not None:
             path = leader.next_call()
         else:
             if ranks.external_ranks():
                 raise RuntimeError(
-                    "a multi-task SLURM job must run its pipeline inside ranks.leading()")
+                    "a multi-task SLURM job must run its pipeline inside ranks.leading()"
+                )
             path = Path(f"{out_dir}.launch") / "0000.call"
             path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(pickle.dumps(call))
         os.replace(tmp, path)
-        log.info("training %s in %d worker process(es): %s", fn.__qualname__,
-                 processes(self.trainer), path)
+        log.info(
+            "training %s in %d worker process(es): %s",
+            fn.__qualname__,
+            processes(self.trainer),
+            path,
+        )
         try:
             run_worker(path)
             result = pickle.loads(path.with_name(path.name + ".result").read_bytes())
@@ -198,6 +219,7 @@ if __name__ == "__main__":
     # The call was pickled against `afd.launch`, not `__main__`: run that module's main.
     from afd import launch
 
-    logging.basicConfig(level=logging.INFO,
-                        format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+    )
     launch.main(Path(sys.argv[1]))

@@ -51,7 +51,11 @@ def as_dataclass(cls, value, where: str):
 
 def trainer_kwargs(trainer_cfg) -> dict:
     """Plain Trainer kwargs, with a fresh strategy object per Trainer (Lightning mutates it)."""
-    cfg = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    cfg = (
+        OmegaConf.to_container(trainer_cfg, resolve=True)
+        if isinstance(trainer_cfg, DictConfig)
+        else dict(trainer_cfg)
+    )
     cfg = copy.deepcopy(cfg)
     strategy = cfg.get("strategy")
     if isinstance(strategy, dict) and "_target_" in strategy:
@@ -90,18 +94,29 @@ class RowsDataModule(L.LightningDataModule):
     def train_dataloader(self):
         rank, world = self.trainer.global_rank, self.trainer.world_size
         generator = torch.Generator().manual_seed(self.seed)
-        batches = BatchSampler(RandomSampler(self.train_rows, generator=generator), self.batch_size,
-                               drop_last=len(self.train_rows) > self.batch_size)
-        return DataLoader(self.train_rows, batch_sampler=ShardedBatches(batches, rank, world),
-                          collate_fn=self.collate, generator=generator)
+        batches = BatchSampler(
+            RandomSampler(self.train_rows, generator=generator),
+            self.batch_size,
+            drop_last=len(self.train_rows) > self.batch_size,
+        )
+        return DataLoader(
+            self.train_rows,
+            batch_sampler=ShardedBatches(batches, rank, world),
+            collate_fn=self.collate,
+            generator=generator,
+        )
 
     def val_dataloader(self):
         rank, world = self.trainer.global_rank, self.trainer.world_size
         # Equal shares: a process without validation rows would wait forever in the metric sync.
         usable = len(self.val_rows) - len(self.val_rows) % world
         share = self.val_rows[:usable][rank::world]
-        return DataLoader(share, batch_size=max(1, self.batch_size // world), shuffle=False,
-                          collate_fn=self.collate)
+        return DataLoader(
+            share,
+            batch_size=max(1, self.batch_size // world),
+            shuffle=False,
+            collate_fn=self.collate,
+        )
 
 
 def check_batch(batch_size: int, processes: int, where: str) -> None:
@@ -110,11 +125,21 @@ def check_batch(batch_size: int, processes: int, where: str) -> None:
         raise ValueError(
             f"{where}={batch_size} is the global batch and must be divisible "
             f"by the number of training processes (trainer.devices x trainer.num_nodes = "
-            f"{processes})")
+            f"{processes})"
+        )
 
 
-def fit(module: L.LightningModule, train_rows, val_rows, collate, schedule: Schedule,
-        trainer_cfg, logger, seed: int, progress: bool = True) -> L.Trainer:
+def fit(
+    module: L.LightningModule,
+    train_rows,
+    val_rows,
+    collate,
+    schedule: Schedule,
+    trainer_cfg,
+    logger,
+    seed: int,
+    progress: bool = True,
+) -> L.Trainer:
     """Train `module`; call it on every process of a multi-process run (afd/launch.py)."""
     from afd.ranks import cluster_environment
 
@@ -140,14 +165,25 @@ def fit(module: L.LightningModule, train_rows, val_rows, collate, schedule: Sche
     )
     check_batch(schedule.batch_size, trainer.world_size, "schedule.batch_size")
     data = RowsDataModule(train_rows, val_rows or [], collate, schedule.batch_size, seed)
-    log.info("training %s for %d steps on %d rows (%d processes)", type(module).__name__, total,
-             len(train_rows), trainer.world_size)
+    log.info(
+        "training %s for %d steps on %d rows (%d processes)",
+        type(module).__name__,
+        total,
+        len(train_rows),
+        trainer.world_size,
+    )
     trainer.fit(module, datamodule=data)
     return trainer
 
 
-def export_trained(trainer: L.Trainer, module: L.LightningModule, tokenizer, out_dir,
-                   dtype: str = "float32", attr: str = "model") -> None:
+def export_trained(
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    tokenizer,
+    out_dir,
+    dtype: str = "float32",
+    attr: str = "model",
+) -> None:
     """Write the trained `module.<attr>` and its tokenizer as a plain Hugging Face directory.
 
     Collective: every process calls it. Under DeepSpeed ZeRO the weights are gathered from their

@@ -88,18 +88,23 @@ def _trainer(cfg: DictConfig, pretrains: bool) -> None:
     for key in batches:
         size = _int(cfg, key, 1)
         if size % processes:
-            raise ConfigError(f"{key}={size} is the global batch and must be divisible by the "
-                              f"{processes} training processes (trainer.devices x trainer.num_nodes)")
+            raise ConfigError(
+                f"{key}={size} is the global batch and must be divisible by the "
+                f"{processes} training processes (trainer.devices x trainer.num_nodes)"
+            )
     tasks = slurm_tasks()
     if tasks > 1 and tasks != processes:
         raise ConfigError(
-            f"this SLURM job has {tasks} tasks but trainer.devices x trainer.num_nodes = {processes}: "
+            f"this SLURM job has {tasks} tasks but trainer.devices x trainer.num_nodes = "
+            f"{processes}: "
             "ask for one task per device (hydra.launcher.tasks_per_node = trainer.devices, "
-            "hydra.launcher.nodes = trainer.num_nodes; +cluster=slurm sets both)")
+            "hydra.launcher.nodes = trainer.num_nodes; +cluster=slurm sets both)"
+        )
     if tasks == 1 and nodes > 1:
         raise ConfigError(
             f"trainer.num_nodes={nodes} needs SLURM to start one task per device on every node: "
-            "run through +cluster=slurm, or srun with --ntasks-per-node=trainer.devices")
+            "run through +cluster=slurm, or srun with --ntasks-per-node=trainer.devices"
+        )
 
 
 def _schedules(node, key: str) -> list[str]:

@@ -52,8 +52,9 @@ def pretrained(tmp_path_factory):
     """The pretrain stage (pi0) under each trainer: its logged loss curve and its artifact."""
     runs = {}
     for name, overrides in TRAINERS.items():
-        cfg = compose_config([*TINY, *overrides, "trainer.log_every_n_steps=1"],
-                             tmp_path_factory.mktemp(name))
+        cfg = compose_config(
+            [*TINY, *overrides, "trainer.log_every_n_steps=1"], tmp_path_factory.mktemp(name)
+        )
         tracker = RecordingTracker()
         art = Pipeline(cfg, tracker).init_policy()
         runs[name] = (tracker.curve("pretrain/train/loss"), art)
@@ -79,8 +80,9 @@ def test_exported_artifact_is_the_one_process_model(pretrained, name):
     computes what the one-process model computes."""
     _, reference = pretrained["one_process"]
     _, art = pretrained[name]
-    torch.testing.assert_close(probe_logits(art.path), probe_logits(reference.path),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        probe_logits(art.path), probe_logits(reference.path), rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.slow
@@ -97,12 +99,16 @@ def test_zero2_bf16_job_end_to_end(tiny_cfg):
     assert set(results["stages"].values()) == {"trained"}
     init, sft = results["artifacts"]["init"], results["artifacts"]["sft"]
     data = DataDir(results["artifacts"]["data"])
-    rows = [{"prompt": e.prompt, "response": data.policy_view(e.response)}
-            for e in data.examples("train")[:64]]
+    rows = [
+        {"prompt": e.prompt, "response": data.policy_view(e.response)}
+        for e in data.examples("train")[:64]
+    ]
     tokenizer = load_tokenizer(sft)
     lengths = Lengths(**cfg.data.lengths)
-    nll = {name: -sequence_logprobs(load_policy(path, tokenizer), tokenizer, rows, lengths).mean()
-           for name, path in (("init", init), ("sft", sft))}
+    nll = {
+        name: -sequence_logprobs(load_policy(path, tokenizer), tokenizer, rows, lengths).mean()
+        for name, path in (("init", init), ("sft", sft))
+    }
     assert nll["sft"] < nll["init"] - 0.05, nll
     assert 0.0 <= results["rm_accuracy"] <= 1.0
     assert -1.0 <= results["gold"]["bon"]["mean"] <= 1.0
@@ -117,8 +123,16 @@ def test_adversarial_stage_trains_in_two_processes(tmp_path, name):
     from afd.stages.adversarial import read_history
 
     searchpath = f"hydra.searchpath=[file://{ROOT / 'tests' / 'conf'}]"
-    cfg = compose_config([*TINY, *TRAINERS[name], "divergence=reverse_kl_tiny", searchpath,
-                          "trainer.log_every_n_steps=1"], tmp_path)
+    cfg = compose_config(
+        [
+            *TINY,
+            *TRAINERS[name],
+            "divergence=reverse_kl_tiny",
+            searchpath,
+            "trainer.log_every_n_steps=1",
+        ],
+        tmp_path,
+    )
     tracker = RecordingTracker()
     art = Pipeline(cfg, tracker).policy("policy")
     history = read_history(art.path)
@@ -146,34 +160,53 @@ def test_lora_sft_under_zero2_in_two_processes(tiny_hh_models, tmp_path):
 
     # Without dropout, whose masks differ between one process and two, the runs agree.
     policy = tmp_path / "policy"
-    AutoModelForCausalLM.from_pretrained(tiny_hh_models["policy"], resid_pdrop=0.0,
-                                         embd_pdrop=0.0, attn_pdrop=0.0).save_pretrained(policy)
+    AutoModelForCausalLM.from_pretrained(
+        tiny_hh_models["policy"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+    ).save_pretrained(policy)
     AutoTokenizer.from_pretrained(tiny_hh_models["policy"]).save_pretrained(policy)
     data = tmp_path / "data"
     data.mkdir()
     prompt = "\n\nHuman: How do I bake bread?\n\nAssistant:"
-    demos = [Example(f"d{i}", prompt.replace("bread", f"bread {i}"), "Mix flour and bake.")
-             for i in range(48)]
+    demos = [
+        Example(f"d{i}", prompt.replace("bread", f"bread {i}"), "Mix flour and bake.")
+        for i in range(48)
+    ]
     write_jsonl(data / "train.jsonl", demos)
     (data / "info.json").write_text('{"name": "t"}')
     options = ModelOptions(lora=LoraSpec(r=4, alpha=8, dropout=0.0), gradient_checkpointing=True)
     trainers = {
         "one": {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "precision": "32-true"},
-        "zero2": {"accelerator": "cpu", "devices": 2, "num_nodes": 1, "precision": "32-true",
-                  "strategy": {"_target_": "afd.strategies.CPUDeepSpeedStrategy", "stage": 2}},
+        "zero2": {
+            "accelerator": "cpu",
+            "devices": 2,
+            "num_nodes": 1,
+            "precision": "32-true",
+            "strategy": {"_target_": "afd.strategies.CPUDeepSpeedStrategy", "stage": 2},
+        },
     }
     outs, metrics = {}, {}
     for name, trainer in trainers.items():
         outs[name] = tmp_path / name
         outs[name].mkdir()
         metrics[name] = StageLauncher(trainer).run(
-            sft_stage.build, outs[name], data, str(policy),
-            Schedule(epochs=2, batch_size=8), OptimConfig(lr=3e-2), Lengths(64, 32), trainer, 0,
-            val_fraction=0.1, progress=False, options=options)
+            sft_stage.build,
+            outs[name],
+            data,
+            str(policy),
+            Schedule(epochs=2, batch_size=8),
+            OptimConfig(lr=3e-2),
+            Lengths(64, 32),
+            trainer,
+            0,
+            val_fraction=0.1,
+            progress=False,
+            options=options,
+        )
     assert metrics["zero2"]["trainable_parameters"] == metrics["one"]["trainable_parameters"] > 0
     assert not (outs["zero2"] / "adapter_config.json").exists()  # merged: a plain checkpoint
-    torch.testing.assert_close(probe_logits(outs["zero2"]), probe_logits(outs["one"]),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        probe_logits(outs["zero2"]), probe_logits(outs["one"]), rtol=1e-4, atol=1e-4
+    )
     before = AutoModelForCausalLM.from_pretrained(policy).state_dict()
     after = AutoModelForCausalLM.from_pretrained(outs["zero2"]).state_dict()
     # (the embeddings gained a pad token's row: compare the rows they share)

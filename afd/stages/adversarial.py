@@ -128,11 +128,13 @@ def build(
         scorer = gold()
 
         def score_gold(metas, texts):
-            return scorer.score([{"meta": m, "response": t} for m, t in zip(metas, texts)])
+            return scorer.score(
+                [{"meta": m, "response": t} for m, t in zip(metas, texts, strict=True)]
+            )
 
-    load = lambda role: load_policy(
-        policies[role], tokenizer, options.dtype, options.trust_remote_code
-    )  # noqa: E731
+    def load(role):
+        return load_policy(policies[role], tokenizer, options.dtype, options.trust_remote_code)
+
     disc = recipe.discriminator.load(
         policies["backbone"], tokenizer, options.dtype, options.trust_remote_code
     )

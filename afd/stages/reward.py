@@ -33,14 +33,21 @@ class RewardInputs:
 
     rows: dict[str, list[dict]]  # role ("positive"/"negative") -> rows with prompt, response
     policies: dict[str, str]  # role ("backbone"/"numerator"/...) -> model path
-    options: ModelOptions = field(default_factory=ModelOptions)  # dtype, LoRA, ... of the model config
+    options: ModelOptions = field(
+        default_factory=ModelOptions
+    )  # dtype, LoRA, ... of the model config
     parts: dict[str, str] = field(default_factory=dict)  # composite rewards: part -> its path
 
 
 def scorer_spec(target: str, lengths: Lengths, options: ModelOptions, **paths) -> dict:
-    return {"_target_": target, **paths, "max_prompt_tokens": lengths.max_prompt_tokens,
-            "max_response_tokens": lengths.max_response_tokens, "dtype": options.dtype,
-            "trust_remote_code": options.trust_remote_code}
+    return {
+        "_target_": target,
+        **paths,
+        "max_prompt_tokens": lengths.max_prompt_tokens,
+        "max_response_tokens": lengths.max_response_tokens,
+        "dtype": options.dtype,
+        "trust_remote_code": options.trust_remote_code,
+    }
 
 
 def _check_source(key: str, value: str) -> str:
@@ -66,8 +73,20 @@ def _check_backbone(backbone: str) -> None:
         raise ValueError(f"reward.backbone must be 'init' or 'sft', got {backbone!r}")
 
 
-def _train_classifier(out_dir: Path, recipe, inputs: RewardInputs, train, val, collate_cls,
-                      objective: str, lengths: Lengths, trainer_cfg, seed: int, logger, progress):
+def _train_classifier(
+    out_dir: Path,
+    recipe,
+    inputs: RewardInputs,
+    train,
+    val,
+    collate_cls,
+    objective: str,
+    lengths: Lengths,
+    trainer_cfg,
+    seed: int,
+    logger,
+    progress,
+):
     """Fine-tune a scalar-head classifier from the recipe's backbone policy (with the model
     config's dtype, LoRA and checkpointing) and save it, LoRA merged, with the scorer spec
     that loads it, into `out_dir`. Returns that scorer, loaded back from `out_dir` as later
@@ -79,17 +98,28 @@ def _train_classifier(out_dir: Path, recipe, inputs: RewardInputs, train, val, c
     model = load_classifier(backbone, tokenizer, options.dtype, options.trust_remote_code)
     model = prepare_for_training(model, options, "classifier")
     module = RewardModule(model, recipe.optim, recipe.schedule.total_steps(len(train)), objective)
-    trainer = fit(module, train, val, collate_cls(tokenizer, lengths), recipe.schedule,
-                  trainer_cfg, logger, seed, progress)
+    trainer = fit(
+        module,
+        train,
+        val,
+        collate_cls(tokenizer, lengths),
+        recipe.schedule,
+        trainer_cfg,
+        logger,
+        seed,
+        progress,
+    )
     export_trained(trainer, module, tokenizer, out_dir, options.dtype)
     if not trainer.is_global_zero:
         return None
-    save_scorer_spec(out_dir, scorer_spec("afd.scoring.ClassifierScorer", lengths, options, path="."))
+    save_scorer_spec(
+        out_dir, scorer_spec("afd.scoring.ClassifierScorer", lengths, options, path=".")
+    )
     return load_scorer(out_dir)
 
 
 def _rows(rows, keys: tuple[str, ...]) -> list[dict]:
-    return [dict(zip(keys, r)) for r in rows]
+    return [dict(zip(keys, r, strict=False)) for r in rows]  # rows may carry a label after
 
 
 @dataclass
@@ -125,25 +155,50 @@ class Discriminator:
     def policies(self) -> dict[str, str]:
         return {"backbone": self.backbone}
 
-    def build(self, out_dir: Path, inputs: RewardInputs, lengths: Lengths, trainer_cfg, seed: int,
-              logger=None, progress=True) -> dict:
+    def build(
+        self,
+        out_dir: Path,
+        inputs: RewardInputs,
+        lengths: Lengths,
+        trainer_cfg,
+        seed: int,
+        logger=None,
+        progress=True,
+    ) -> dict:
         rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
         rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
-        rows, dropped = training_rows(rows, load_tokenizer(inputs.policies["backbone"],
-                                                           inputs.options.trust_remote_code), lengths)
+        rows, dropped = training_rows(
+            rows,
+            load_tokenizer(inputs.policies["backbone"], inputs.options.trust_remote_code),
+            lengths,
+        )
         train, val = split_by_prompt(rows, self.val_fraction, seed)
         seed = seed + self.seed_offset  # the split stays shared: members agree on held-out rows
         if self.bootstrap:
             rng = random.Random(seed)
             train = [train[rng.randrange(len(train))] for _ in train]
-        scorer = _train_classifier(out_dir, self, inputs, train, val, ClassifierCollator, "bce",
-                                   lengths, trainer_cfg, seed, logger, progress)
+        scorer = _train_classifier(
+            out_dir,
+            self,
+            inputs,
+            train,
+            val,
+            ClassifierCollator,
+            "bce",
+            lengths,
+            trainer_cfg,
+            seed,
+            logger,
+            progress,
+        )
         if scorer is None:  # not global rank 0 of a multi-process run
             return {}
         scores = scorer.score(_rows(val, ("prompt", "response")))
         return {
             "accuracy": accuracy(scores, np.array([t for _, _, t in val])),
-            "train_rows": len(train), "val_rows": len(val), "dropped_long": dropped,
+            "train_rows": len(train),
+            "val_rows": len(val),
+            "dropped_long": dropped,
             **final_metrics(logger),
         }
 
@@ -165,7 +220,9 @@ class LogRatio:
     def __post_init__(self):
         for key in ("numerator", "denominator"):
             if getattr(self, key) not in ("init", "sft"):
-                raise ValueError(f"reward.{key} must be 'init' or 'sft', got {getattr(self, key)!r}")
+                raise ValueError(
+                    f"reward.{key} must be 'init' or 'sft', got {getattr(self, key)!r}"
+                )
 
     def sources(self) -> dict[str, str]:
         return {"positive": self.numerator, "negative": self.denominator}
@@ -173,16 +230,34 @@ class LogRatio:
     def policies(self) -> dict[str, str]:
         return {"numerator": self.numerator, "denominator": self.denominator}
 
-    def build(self, out_dir: Path, inputs: RewardInputs, lengths: Lengths, trainer_cfg, seed: int,
-              logger=None, progress=True) -> dict:
-        save_scorer_spec(out_dir, scorer_spec(
-            "afd.scoring.LogRatioScorer", lengths, inputs.options,
-            numerator=inputs.policies["numerator"], denominator=inputs.policies["denominator"]))
+    def build(
+        self,
+        out_dir: Path,
+        inputs: RewardInputs,
+        lengths: Lengths,
+        trainer_cfg,
+        seed: int,
+        logger=None,
+        progress=True,
+    ) -> dict:
+        save_scorer_spec(
+            out_dir,
+            scorer_spec(
+                "afd.scoring.LogRatioScorer",
+                lengths,
+                inputs.options,
+                numerator=inputs.policies["numerator"],
+                denominator=inputs.policies["denominator"],
+            ),
+        )
         rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
         rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
         _, val = split_by_prompt(rows, self.val_fraction, seed)
         scores = load_scorer(out_dir).score(_rows(val, ("prompt", "response")))
-        return {"accuracy": accuracy(scores, np.array([t for _, _, t in val])), "val_rows": len(val)}
+        return {
+            "accuracy": accuracy(scores, np.array([t for _, _, t in val])),
+            "val_rows": len(val),
+        }
 
 
 @dataclass
@@ -210,19 +285,47 @@ class BradleyTerry:
     def policies(self) -> dict[str, str]:
         return {"backbone": self.backbone}
 
-    def build(self, out_dir: Path, inputs: RewardInputs, lengths: Lengths, trainer_cfg, seed: int,
-              logger=None, progress=True) -> dict:
+    def build(
+        self,
+        out_dir: Path,
+        inputs: RewardInputs,
+        lengths: Lengths,
+        trainer_cfg,
+        seed: int,
+        logger=None,
+        progress=True,
+    ) -> dict:
         pairs = inputs.rows["pairs"][: self.num_pairs] if self.num_pairs else inputs.rows["pairs"]
         rows = [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs]
-        rows, dropped = training_rows(rows, load_tokenizer(inputs.policies["backbone"],
-                                                           inputs.options.trust_remote_code), lengths, (1, 2))
+        rows, dropped = training_rows(
+            rows,
+            load_tokenizer(inputs.policies["backbone"], inputs.options.trust_remote_code),
+            lengths,
+            (1, 2),
+        )
         train, val = split_by_prompt(rows, self.val_fraction, seed)
-        scorer = _train_classifier(out_dir, self, inputs, train, val, PairCollator, "bt",
-                                   lengths, trainer_cfg, seed, logger, progress)
+        scorer = _train_classifier(
+            out_dir,
+            self,
+            inputs,
+            train,
+            val,
+            PairCollator,
+            "bt",
+            lengths,
+            trainer_cfg,
+            seed,
+            logger,
+            progress,
+        )
         if scorer is None:  # not global rank 0 of a multi-process run
             return {}
         chosen = scorer.score(_rows(val, ("prompt", "response")))
         rejected = scorer.score(_rows([(p, r) for p, _, r in val], ("prompt", "response")))
-        return {"accuracy": float((chosen > rejected).mean()) if len(val) else float("nan"),
-                "train_pairs": len(train), "val_pairs": len(val), "dropped_long": dropped,
-                **final_metrics(logger)}
+        return {
+            "accuracy": float((chosen > rejected).mean()) if len(val) else float("nan"),
+            "train_pairs": len(train),
+            "val_pairs": len(val),
+            "dropped_long": dropped,
+            **final_metrics(logger),
+        }

@@ -22,10 +22,22 @@ from afd.stages.data import DataDir
 from afd.training import Schedule, export_trained, final_metrics, fit
 
 
-def build(out_dir: Path, data_dir: Path, init_path: str, schedule: Schedule, optim: OptimConfig,
-          lengths: Lengths, trainer_cfg, seed: int, val_fraction: float = 0.05,
-          num_demos: int | None = None, logger=None, progress=True, dtype="float32",
-          options: ModelOptions | None = None) -> dict:
+def build(
+    out_dir: Path,
+    data_dir: Path,
+    init_path: str,
+    schedule: Schedule,
+    optim: OptimConfig,
+    lengths: Lengths,
+    trainer_cfg,
+    seed: int,
+    val_fraction: float = 0.05,
+    num_demos: int | None = None,
+    logger=None,
+    progress=True,
+    dtype="float32",
+    options: ModelOptions | None = None,
+) -> dict:
     options = options or ModelOptions(dtype=dtype)
     data = DataDir(data_dir)
     demos = data.examples("train")[:num_demos] if num_demos else data.examples("train")
@@ -40,8 +52,21 @@ def build(out_dir: Path, data_dir: Path, init_path: str, schedule: Schedule, opt
     model = prepare_for_training(model, options, "causal_lm")
     trainable = trainable_parameters(model)  # before ZeRO-3 partitions the parameters
     module = SFTModule(model, optim, schedule.total_steps(len(train)))
-    trainer = fit(module, train, val, LMCollator(tokenizer, lengths), schedule, trainer_cfg, logger,
-                  seed, progress)
+    trainer = fit(
+        module,
+        train,
+        val,
+        LMCollator(tokenizer, lengths),
+        schedule,
+        trainer_cfg,
+        logger,
+        seed,
+        progress,
+    )
     export_trained(trainer, module, tokenizer, out_dir, options.dtype)
-    return {"demonstrations": len(train), "dropped_long": dropped, "trainable_parameters": trainable,
-            **final_metrics(logger)}
+    return {
+        "demonstrations": len(train),
+        "dropped_long": dropped,
+        "trainable_parameters": trainable,
+        **final_metrics(logger),
+    }
