@@ -20,8 +20,15 @@ from afd.training import ShardedBatches
 from afd.validate import ConfigError, validate
 
 TESTS = Path(__file__).resolve().parent
-TRAINERS = ["cpu", "gpu", "ddp", "deepspeed_stage_2", "deepspeed_stage_2_offload",
-            "deepspeed_stage_3", "deepspeed_stage_3_offload"]
+TRAINERS = [
+    "cpu",
+    "gpu",
+    "ddp",
+    "deepspeed_stage_2",
+    "deepspeed_stage_2_offload",
+    "deepspeed_stage_3",
+    "deepspeed_stage_3_offload",
+]
 
 
 @pytest.mark.parametrize("name", TRAINERS)
@@ -44,8 +51,9 @@ def test_sharded_batches_split_each_global_batch():
     def batches(rank, world, seed=3):
         generator = torch.Generator().manual_seed(seed)
         sampler = BatchSampler(RandomSampler(rows, generator=generator), 8, drop_last=True)
-        loader = DataLoader(rows, batch_sampler=ShardedBatches(sampler, rank, world),
-                            generator=generator)
+        loader = DataLoader(
+            rows, batch_sampler=ShardedBatches(sampler, rank, world), generator=generator
+        )
         return [b.tolist() for epoch in range(2) for b in loader]
 
     one = batches(0, 1)
@@ -85,8 +93,10 @@ def test_stage_call_runs_in_a_worker_and_replays_its_logs(tmp_path, monkeypatch)
     metrics = launcher.run(record_stage, out, 2.5, StageLogger(tracker, "sft"), note="hi")
     assert metrics["value"] == 2.5 and metrics["from_pid"] != os.getpid()
     assert (out / "artifact.txt").read_text() == "2.5 hi"
-    assert tracker.rows == [("sft/step", 0, {"sft/train/loss": 2.5}),
-                            ("sft/step", 1, {"sft/train/loss": 3.5})]
+    assert tracker.rows == [
+        ("sft/step", 0, {"sft/train/loss": 2.5}),
+        ("sft/step", 1, {"sft/train/loss": 3.5}),
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact.tmp-1"]  # call files gone
 
 
@@ -143,16 +153,54 @@ def test_interactive_slurm_shell_is_not_a_multi_task_job(monkeypatch):
     assert not ranks.external_ranks() and not ranks.is_follower()
 
 
-@pytest.mark.parametrize("overrides, env_tasks, message", [
-    (["trainer=ddp", "trainer.devices=3"], None, "pretrain.schedule.batch_size=64 is the global"),
-    (["trainer=ddp", "trainer.num_nodes=2"], None, "trainer.num_nodes=2 needs SLURM"),
-    (["trainer=ddp"], 4, "this SLURM job has 4 tasks but trainer.devices x trainer.num_nodes = 2"),
-    (["trainer=ddp", "trainer.devices=auto"], None, "trainer.devices must be an integer"),
-])
+@pytest.mark.parametrize(
+    "overrides, env_tasks, message",
+    [
+        (
+            ["trainer=ddp", "trainer.devices=3"],
+            None,
+            "pretrain.schedule.batch_size=64 is the global",
+        ),
+        (["trainer=ddp", "trainer.num_nodes=2"], None, "trainer.num_nodes=2 needs SLURM"),
+        (
+            ["trainer=ddp"],
+            4,
+            "this SLURM job has 4 tasks but trainer.devices x trainer.num_nodes = 2",
+        ),
+        (["trainer=ddp", "trainer.devices=auto"], None, "trainer.devices must be an integer"),
+        # every training stage's global batch: ensemble members, heterogeneous parts, rounds
+        (
+            [
+                "trainer=ddp",
+                "trainer.devices=4",
+                "reward=ensemble",
+                "reward.member.schedule.batch_size=30",
+            ],
+            None,
+            "reward.member.schedule.batch_size=30",
+        ),
+        (
+            [
+                "trainer=ddp",
+                "trainer.devices=4",
+                "reward=irl_bt",
+                "reward.components.bt.schedule.batch_size=6",
+            ],
+            None,
+            "reward.components.bt.schedule",
+        ),
+        (
+            ["trainer=ddp", "trainer.devices=4", "rounds=2", "iterate.schedule.batch_size=30"],
+            None,
+            "iterate.schedule.batch_size=30",
+        ),
+    ],
+)
 def test_bad_process_counts_fail_before_any_work(overrides, env_tasks, message, monkeypatch):
     if env_tasks:
         slurm_task(monkeypatch, rank=0, tasks=env_tasks)
-    cfg = compose_config([*TINY, *overrides])
+    size = [o for o in TINY if not o.startswith("reward.num_prompts")]  # composites have none
+    cfg = compose_config([*size, *overrides])
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         validate(cfg)
 
@@ -160,6 +208,8 @@ def test_bad_process_counts_fail_before_any_work(overrides, env_tasks, message, 
 def test_two_processes_validate(monkeypatch):
     slurm_task(monkeypatch, rank=0, tasks=2)
     validate(compose_config([*TINY, "trainer=deepspeed_stage_3"]))
+    # a round's batch counts only when there are rounds
+    validate(compose_config([*TINY, "trainer=ddp", "iterate.schedule.batch_size=31"]))
 
 
 def test_crash_hook_matches_only_its_jobs():
@@ -172,9 +222,13 @@ def test_crash_hook_matches_only_its_jobs():
         CrashJob(when={}, how="explode")
 
 
-@pytest.mark.parametrize("trainer, gpus", [(["trainer=deepspeed_stage_3", "trainer.devices=4",
-                                               "trainer.num_nodes=2"], 4),
-                                             (["trainer=ddp", "trainer.accelerator=cpu"], None)])
+@pytest.mark.parametrize(
+    "trainer, gpus",
+    [
+        (["trainer=deepspeed_stage_3", "trainer.devices=4", "trainer.num_nodes=2"], 4),
+        (["trainer=ddp", "trainer.accelerator=cpu"], None),
+    ],
+)
 def test_cluster_config_asks_one_task_per_device(trainer, gpus, monkeypatch, tmp_path):
     from conftest import CONF
     from hydra import compose, initialize_config_dir
