@@ -1,16 +1,17 @@
-"""How a training stage loads, adapts and saves a model: dtype, gradient checkpointing, LoRA.
+"""How a training stage loads and adapts a model: dtype, gradient checkpointing, LoRA.
 
 `ModelOptions` comes from the model config (`conf/model/*.yaml`) and travels to every stage
-that loads a policy or trains on one (SFT, reward models, sampling, scoring). LoRA adapters
-are merged into the weights before saving, so every artifact is a plain Hugging Face model
-that later stages (and users) load with `from_pretrained`, with no adapter loader needed;
-the cost is a full-size checkpoint per trained stage instead of a few MB of adapters.
+that loads a policy or trains on one (SFT, reward models, adversarial, distillation, sampling,
+scoring), in the job's process or in a stage's worker processes (afd/launch.py). LoRA adapters
+are merged into the weights when a trained model is exported (afd/training.py
+`export_trained`), so every artifact is a plain Hugging Face model that later stages (and
+users) load with `from_pretrained`, with no adapter loader needed; the cost is a full-size
+checkpoint per trained stage instead of a few MB of adapters.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classifier": "SEQ_CLS", "token_classifier": "TOKEN_CLS"}
 
@@ -83,16 +84,6 @@ def prepare_for_training(model, options: ModelOptions, task: str = "causal_lm"):
         target_modules=list(lora.target_modules) if lora.target_modules else None,
     )
     return get_peft_model(model, config)
-
-
-def save_trained(model, tokenizer, out_dir: Path) -> None:
-    """Save a trained model as a plain HF checkpoint (LoRA adapters merged in)."""
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    if getattr(model.config, "use_cache", None) is False:
-        model.config.use_cache = True  # checkpointing was for training; generation wants the cache
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
 
 
 def trainable_parameters(model) -> int:

@@ -45,7 +45,8 @@ def round_policy(pipe, k: int) -> Artifact:
         "distill",
         config,
         upstream,
-        lambda out: distill_stage.build(
+        lambda out: pipe.launcher.run(
+            distill_stage.build,
             out,
             [(r["prompt"], r["response"]) for r in best],
             str(base.path),

@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,6 +36,27 @@ def job_context(cfg: DictConfig) -> tuple[Path, str, list[str]]:
     out = Path(cfg.get("output_dir") or ".")
     out.mkdir(parents=True, exist_ok=True)
     return out, cfg.name, []
+
+
+def run_identity(cfg: DictConfig) -> dict:
+    """Where a job belongs: its W&B group (one per experiment and sweep), its sweep and the
+    config-group choices it made (e.g. reward=init_sft), which reports group runs by."""
+    sweep, choices = None, {}
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            sweep = "-".join(Path(hc.sweep.dir).parts[-2:])  # multirun/DATE/TIME -> DATE-TIME
+        choices = {k: v for k, v in hc.runtime.choices.items()
+                   if not k.startswith("hydra/") and v is not None}
+    return {"group": f"{cfg.name}-{sweep}" if sweep else str(cfg.name), "sweep": sweep,
+            "choices": choices}
+
+
+def log_bon_curve(tracker, curve: dict) -> None:
+    """The exact Best-of-n curve as a series over n, so W&B plots gold reward against n."""
+    for n in sorted(curve, key=int):
+        point = {f"bon_curve/{k}": v for k, v in curve[n].items() if isinstance(v, (int, float))}
+        tracker.log(point, step_key="bon_curve/n", step=int(n))
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -76,8 +98,11 @@ def run_job(cfg: DictConfig) -> dict:
     validate(cfg)
     preflight(cfg)  # the Hub out of reach: fail now, naming what to point at local files
     output_dir, run_name, overrides = job_context(cfg)
+    identity = run_identity(cfg)
     tracker = instantiate(cfg.logger)
-    tracker.start(OmegaConf.to_container(cfg, resolve=True), run_name, cfg.name, output_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["run"] = {**identity, "overrides": overrides, "output_dir": str(output_dir)}
+    tracker.start(config, run_name, identity["group"], output_dir)
     exit_code = 1
     try:
         pipe = Pipeline(cfg, tracker)
@@ -88,6 +113,8 @@ def run_job(cfg: DictConfig) -> dict:
             "reward": cfg.reward.name,
             "seed": cfg.seed,
             "overrides": overrides,
+            "group": identity["group"],
+            "choices": identity["choices"],
             **metrics,
             "stages": dict(pipe.status),
             "artifacts": {label: str(a.path) for label, a in pipe.artifacts.items()},
@@ -100,6 +127,7 @@ def run_job(cfg: DictConfig) -> dict:
         summary = tracked_metrics(results)
         tracker.log(summary)
         tracker.summary(summary)
+        log_bon_curve(tracker, results["bon_curve"])
         log.info("gold reward: init %.3f  sft %.3f  demo %.3f  best-of-%d %.3f (win rate vs sft %.3f)",
                  results["gold"]["init"]["mean"], results["gold"]["sft"]["mean"],
                  results["gold"]["demo"]["mean"], cfg.n, results["gold"]["bon"]["mean"],

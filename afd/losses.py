@@ -45,6 +45,20 @@ def forward_kl_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )
 
 
+def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of token NLL, number of labelled tokens): `forward_kl_nll` before its division.
+
+    Data-parallel training divides by the token count of the whole global batch, not of each
+    process's share, so that several processes compute the gradient one process would.
+    """
+    logits, labels = shift_for_next_token(logits, labels)
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE,
+        reduction="sum",
+    )
+    return total, (labels != IGNORE).sum()
+
+
 def discriminator_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of a classifier D = sigmoid(logit); target 1 = positive class.
 

@@ -11,6 +11,7 @@ node itself for forward KL) and "round/<k>" (iterative AfD, afd/iterate.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from afd.batching import Lengths
 from afd.cache import Artifact, StageCache, artifact_key
 from afd.finetune import model_options
+from afd.launch import StageLauncher
 from afd.modules.optim import OptimConfig
 from afd.sampling import SamplingConfig
 from afd.stages import adversarial as adversarial_stage
@@ -56,9 +58,13 @@ class Pipeline:
         self.artifacts: dict[str, Artifact] = {}
         self.lengths = Lengths(**plain(cfg.data.lengths))
         self.sampling = as_dataclass(SamplingConfig, cfg.sampling, "sampling")
-        self.model_options = model_options(instantiate(cfg.model))  # dtype, LoRA, ... for every stage
+        self.model_options = model_options(
+            instantiate(cfg.model)
+        )  # dtype, LoRA, ... for every stage
         self._gold = None  # one golden reward model per job, however many sets it scores
         self.divergence = instantiate(cfg.divergence)
+        # Training stages run through it: in this process, or in one worker process per rank.
+        self.launcher = StageLauncher(cfg.trainer)
 
     def _node(self, label: str, stage: str, config: dict, upstream: dict[str, Artifact], build):
         if label in self.artifacts:
@@ -76,8 +82,13 @@ class Pipeline:
     # -- data and policies -------------------------------------------------------------
     def data(self) -> Artifact:
         task_cfg = self.cfg.data.task
-        return self._node("data", "data", {"task": task_cfg}, {},
-                          lambda out: data_stage.build(out, instantiate(task_cfg)))
+        return self._node(
+            "data",
+            "data",
+            {"task": task_cfg},
+            {},
+            lambda out: data_stage.build(out, instantiate(task_cfg)),
+        )
 
     def corpus(self) -> Artifact:
         """The pretraining corpus; keyed only by the task knobs it reads."""
@@ -87,15 +98,21 @@ class Pipeline:
             raise ValueError(
                 f"model {self.cfg.model._target_} is built from scratch and needs a pretraining "
                 f"corpus, but data {task_cfg._target_} has none: use a pretrained model "
-                "(model=gpt2, or model.name_or_path=...)")
+                "(model=gpt2, or model.name_or_path=...)"
+            )
         config = {"_target_": task_cfg._target_, **{k: task_cfg[k] for k in task.corpus_keys}}
-        return self._node("corpus", "corpus", {"task": config}, {},
-                          lambda out: data_stage.build_corpus(out, task))
+        return self._node(
+            "corpus", "corpus", {"task": config}, {}, lambda out: data_stage.build_corpus(out, task)
+        )
 
     def _training(self, name: str) -> dict:
         """The config a training stage reads: its own node, lengths, hardware and seed."""
-        return {name: self.cfg[name], "lengths": self.cfg.data.lengths,
-                "trainer": self.cfg.trainer, "seed": self.cfg.seed}
+        return {
+            name: self.cfg[name],
+            "lengths": self.cfg.data.lengths,
+            "trainer": self.cfg.trainer,
+            "seed": self.cfg.seed,
+        }
 
     def init_policy(self) -> Artifact:
         spec = instantiate(self.cfg.model)
@@ -106,18 +123,51 @@ class Pipeline:
             return art
         corpus = self.corpus()
         config = {**self._training("pretrain"), "model": self.cfg.model}
-        return self._node("init", "pretrain", config, {"corpus": corpus}, lambda out: pretrain_stage.build(
-            out, corpus.path, spec, self._schedule("pretrain"), self._optim("pretrain"), self.lengths,
-            self.cfg.trainer, self.cfg.seed, self.tracker.lightning_logger("pretrain"), self.cfg.progress))
+        return self._node(
+            "init",
+            "pretrain",
+            config,
+            {"corpus": corpus},
+            lambda out: self.launcher.run(
+                pretrain_stage.build,
+                out,
+                corpus.path,
+                spec,
+                self._schedule("pretrain"),
+                self._optim("pretrain"),
+                self.lengths,
+                self.cfg.trainer,
+                self.cfg.seed,
+                self.tracker.lightning_logger("pretrain"),
+                self.cfg.progress,
+            ),
+        )
 
     def sft_policy(self) -> Artifact:
         data, init = self.data(), self.init_policy()
         c = self.cfg.sft
-        return self._node("sft", "sft", self._training("sft"), {"data": data, "init": init},
-                          lambda out: sft_stage.build(
-            out, data.path, str(init.path), self._schedule("sft"), self._optim("sft"), self.lengths,
-            self.cfg.trainer, self.cfg.seed, c.val_fraction, c.num_demos,
-            self.tracker.lightning_logger("sft"), self.cfg.progress, options=self.model_options))
+        return self._node(
+            "sft",
+            "sft",
+            self._training("sft"),
+            {"data": data, "init": init},
+            lambda out: self.launcher.run(
+                sft_stage.build,
+                out,
+                data.path,
+                str(init.path),
+                self._schedule("sft"),
+                self._optim("sft"),
+                self.lengths,
+                self.cfg.trainer,
+                self.cfg.seed,
+                c.val_fraction,
+                c.num_demos,
+                self.tracker.lightning_logger("sft"),
+                self.cfg.progress,
+                options=self.model_options,
+            ),
+        )
 
     def policy(self, name: str) -> Artifact:
         name = self.canonical(name)
@@ -125,11 +175,11 @@ class Pipeline:
             from afd.iterate import round_policy
 
             return round_policy(self, int(name.split("/", 1)[1]))
-        policies = {"init": self.init_policy, "sft": self.sft_policy,
-                    "policy": self.trained_policy}
+        policies = {"init": self.init_policy, "sft": self.sft_policy, "policy": self.trained_policy}
         if name not in policies:
-            raise ValueError(f"unknown policy {name!r}; expected one of {sorted(policies)} "
-                             "or round/<k>")
+            raise ValueError(
+                f"unknown policy {name!r}; expected one of {sorted(policies)} or round/<k>"
+            )
         return policies[name]()
 
     def canonical(self, name: str) -> str:
@@ -149,16 +199,36 @@ class Pipeline:
         roles = recipe.policies()
         upstream = {"data": self.data(), **{role: self.policy(n) for role, n in roles.items()}}
         max_new_tokens = self.cfg.sampling.max_new_tokens
-        config = {"divergence": self.cfg.divergence, "lengths": self.cfg.data.lengths,
-                  "max_new_tokens": max_new_tokens, "trainer": self.cfg.trainer,
-                  "seed": self.cfg.seed}
+        config = {
+            "divergence": self.cfg.divergence,
+            "lengths": self.cfg.data.lengths,
+            "max_new_tokens": max_new_tokens,
+            "trainer": self.cfg.trainer,
+            "seed": self.cfg.seed,
+        }
         paths = {role: str(upstream[role].path) for role in roles}
-        return self._node("policy", "adversarial", config, upstream, lambda out: (
-            adversarial_stage.build(
-                out, upstream["data"].path, paths, recipe, recipe.config(max_new_tokens),
-                self.lengths, self.cfg.trainer, self.cfg.seed, self.gold_scorer,
-                self.tracker.lightning_logger("adv"), self.cfg.progress, recipe.num_prompts,
-                self.model_options)))
+        return self._node(
+            "policy",
+            "adversarial",
+            config,
+            upstream,
+            lambda out: self.launcher.run(
+                adversarial_stage.build,
+                out,
+                upstream["data"].path,
+                paths,
+                recipe,
+                recipe.config(max_new_tokens),
+                self.lengths,
+                self.cfg.trainer,
+                self.cfg.seed,
+                self.gold_factory(),
+                self.tracker.lightning_logger("adv"),
+                self.cfg.progress,
+                recipe.num_prompts,
+                self.model_options,
+            ),
+        )
 
     def _schedule(self, name: str) -> Schedule:
         return as_dataclass(Schedule, self.cfg[name].schedule, f"{name}.schedule")
@@ -167,23 +237,53 @@ class Pipeline:
         return as_dataclass(OptimConfig, self.cfg[name].optim, f"{name}.optim")
 
     # -- samples, rewards, scores -------------------------------------------------------
-    def samples(self, policy: str, split: str, num_samples: int, num_prompts: int | None = None,
-                tag: str = "") -> Artifact:
+    def samples(
+        self,
+        policy: str,
+        split: str,
+        num_samples: int,
+        num_prompts: int | None = None,
+        tag: str = "",
+    ) -> Artifact:
         policy = self.canonical(policy)
         data, pol = self.data(), self.policy(policy)
         seed = self.cfg.seed + (TRAIN_SEED_OFFSET if split == "train" else HELDOUT_SEED_OFFSET)
-        config = {"sampling": self.cfg.sampling, "lengths": self.cfg.data.lengths, "split": split,
-                  "num_samples": num_samples, "num_prompts": num_prompts, "seed": seed}
+        config = {
+            "sampling": self.cfg.sampling,
+            "lengths": self.cfg.data.lengths,
+            "split": split,
+            "num_samples": num_samples,
+            "num_prompts": num_prompts,
+            "seed": seed,
+        }
         label = f"sample/{policy}/{split}" + (f"/{tag}" if tag else "")
-        return self._node(label, "sample", config, {"data": data, "policy": pol}, lambda out: sample_stage.build(
-            out, data.path, str(pol.path), split, num_samples, num_prompts, self.sampling,
-            self.lengths, seed, self.cfg.progress, self.model_options))
+        return self._node(
+            label,
+            "sample",
+            config,
+            {"data": data, "policy": pol},
+            lambda out: sample_stage.build(
+                out,
+                data.path,
+                str(pol.path),
+                split,
+                num_samples,
+                num_prompts,
+                self.sampling,
+                self.lengths,
+                seed,
+                self.cfg.progress,
+                self.model_options,
+            ),
+        )
 
     def _reward_rows(self, source: str, recipe) -> tuple[Artifact, list[dict]]:
         if source == "pairs":
             data = self.data()
             pairs = DataDir(data.path).pairs()
-            return data, [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
+            return data, [
+                {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs
+            ]
         if source == "demo":
             data = self.data()
             demos = DataDir(data.path).examples("train")[: recipe.num_prompts]
@@ -200,7 +300,7 @@ class Pipeline:
 
     def _reward_node(self, label: str, reward_cfg, current: str) -> Artifact:
         recipe = instantiate(reward_cfg)
-        swap = (lambda name: current if name == "sft" else name)  # noqa: E731
+        swap = lambda name: current if name == "sft" else name  # noqa: E731
         upstream: dict[str, Artifact] = {"data": self.data()}
         rows: dict[str, list[dict]] = {}
         parts: dict[str, str] = {}
@@ -215,20 +315,53 @@ class Pipeline:
         for role, name in recipe.policies().items():
             upstream[role] = self.policy(swap(name))
             policies[role] = str(upstream[role].path)
-        config = {"reward": reward_cfg, "lengths": self.cfg.data.lengths,
-                  "trainer": self.cfg.trainer, "seed": self.cfg.seed}
-        return self._node(label, "reward", config, upstream, lambda out: recipe.build(
-            out, RewardInputs(rows, policies, self.model_options, parts), self.lengths,
-            self.cfg.trainer, self.cfg.seed, self.tracker.lightning_logger("rm"),
-            self.cfg.progress))
+        config = {
+            "reward": reward_cfg,
+            "lengths": self.cfg.data.lengths,
+            "trainer": self.cfg.trainer,
+            "seed": self.cfg.seed,
+        }
+        # Recipes that train declare it (`trains`); the others (log-ratio, composites of parts
+        # trained as their own nodes) need no worker processes.
+        run = self.launcher.run if getattr(recipe, "trains", True) else (lambda fn, *a: fn(*a))
+        return self._node(
+            label,
+            "reward",
+            config,
+            upstream,
+            lambda out: run(
+                recipe.build,
+                out,
+                RewardInputs(rows, policies, self.model_options, parts),
+                self.lengths,
+                self.cfg.trainer,
+                self.cfg.seed,
+                self.tracker.lightning_logger("rm"),
+                self.cfg.progress,
+            ),
+        )
 
     def gold_scorer(self):
         if self._gold is None:
             self._gold = instantiate(self.cfg.gold)
         return self._gold
 
-    def scores(self, label: str, source: Artifact, rows: list[dict], scorer_name: str,
-               reward: Artifact | None = None) -> Artifact:
+    def gold_factory(self):
+        """How a training stage gets the gold scorer: this job's own when the stage trains in
+        this process; built from its config in each worker process otherwise (a loaded model
+        does not travel to workers, and the job's may not be loaded yet)."""
+        if not self.launcher.in_workers:
+            return self.gold_scorer
+        return functools.partial(instantiate, plain(self.cfg.gold))
+
+    def scores(
+        self,
+        label: str,
+        source: Artifact,
+        rows: list[dict],
+        scorer_name: str,
+        reward: Artifact | None = None,
+    ) -> Artifact:
         """Score `rows` (read from `source`) with the gold reward or a trained reward
         (`reward`, by default the job's reward model)."""
         if scorer_name == "gold":
@@ -240,19 +373,37 @@ class Pipeline:
             reward = reward or self.reward()
             config, upstream = {"reward": "trained"}, {"rows": source, "reward": reward}
             make = lambda: load_scorer(reward.path)  # noqa: E731
-        return self._node(f"score/{scorer_name}/{label}", "score", config, upstream,
-                          lambda out: score_stage.build(out, rows, make()))
+        return self._node(
+            f"score/{scorer_name}/{label}",
+            "score",
+            config,
+            upstream,
+            lambda out: score_stage.build(out, rows, make()),
+        )
 
     def policy_metrics(self, policy: str, pool: Artifact) -> Artifact:
         """div/* metrics (where the task knows its demonstrator) and diversity of a policy's
         held-out pool."""
         policy = self.canonical(policy)
-        config = {"lengths": self.cfg.data.lengths,
-                  "coverage_samples": self.cfg.eval.coverage_samples,
-                  "format": policy_metrics_stage.VERSION}
+        config = {
+            "lengths": self.cfg.data.lengths,
+            "coverage_samples": self.cfg.eval.coverage_samples,
+            "format": policy_metrics_stage.VERSION,
+        }
         upstream = {"data": self.data(), "policy": self.policy(policy), "samples": pool}
         demonstrator = getattr(instantiate(self.cfg.data.task), "demonstrator", None)
-        return self._node(f"policy_metrics/{policy}", "policy_metrics", config, upstream,
-                          lambda out: policy_metrics_stage.build(
-            out, sample_stage.read_samples(pool.path), str(upstream["policy"].path),
-            self.lengths, demonstrator, self.cfg.eval.coverage_samples, self.model_options))
+        return self._node(
+            f"policy_metrics/{policy}",
+            "policy_metrics",
+            config,
+            upstream,
+            lambda out: policy_metrics_stage.build(
+                out,
+                sample_stage.read_samples(pool.path),
+                str(upstream["policy"].path),
+                self.lengths,
+                demonstrator,
+                self.cfg.eval.coverage_samples,
+                self.model_options,
+            ),
+        )

@@ -216,6 +216,21 @@ def _state_dict_from_checkpoint(path: Path, tag: str | None) -> dict:
     return {k.removeprefix("_forward_module."): v for k, v in state.items()}
 
 
+def _fresh_copy(hf_model: torch.nn.Module) -> torch.nn.Module:
+    """An fp32 model of `hf_model`'s architecture with the same parameter names, LoRA adapters
+    included (built from the config: nothing of ZeRO's partitioning or hooks comes along)."""
+    peft_config = getattr(hf_model, "peft_config", None)
+    if peft_config is None:
+        return type(hf_model)(hf_model.config).to(torch.float32)
+    import copy
+
+    from peft import get_peft_model
+
+    base = hf_model.get_base_model()
+    fresh = type(base)(base.config).to(torch.float32)
+    return get_peft_model(fresh, copy.deepcopy(peft_config[hf_model.active_adapter]))
+
+
 def export_hf_model(
     source: pl.Trainer | str | os.PathLike,
     lightning_module: pl.LightningModule,
@@ -223,15 +238,17 @@ def export_hf_model(
     *,
     attr: str = "model",
     tag: str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Path | None:
-    """Save `lightning_module.<attr>` (a `PreTrainedModel`) with full fp32 weights, HF format.
+    """Save `lightning_module.<attr>` (a `PreTrainedModel`, or a peft model whose LoRA adapters
+    are merged into it) with full weights in `dtype` (fp32 by default), HF format.
 
     `source` is either the Trainer that just trained the module (plain, DDP or DeepSpeed ZeRO 0-3;
     every rank must call this, only global rank 0 writes) or a checkpoint saved by Lightning: a
     `.ckpt` file or a DeepSpeed checkpoint directory (then call it from one process). The weights
     are loaded into a fresh fp32 copy of the model built from its config, so the written directory
-    is independent of ZeRO partitioning, hooks and mixed-precision casts. Returns `out_dir` on the
-    writing rank and None elsewhere.
+    is independent of ZeRO partitioning, hooks and mixed-precision casts; adapters are merged in
+    fp32 before the cast to `dtype`. Returns `out_dir` on the writing rank and None elsewhere.
     """
     hf_model = getattr(lightning_module, attr)
     prefix = f"{attr}."
@@ -254,11 +271,13 @@ def export_hf_model(
     out = Path(out_dir)
     if write:
         weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        fresh = type(hf_model)(hf_model.config).to(torch.float32)
+        fresh = _fresh_copy(hf_model)
         fresh.load_state_dict(
             {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in weights.items()}
         )
-        fresh.eval()
+        if hasattr(fresh, "merge_and_unload"):
+            fresh = fresh.merge_and_unload()
+        fresh.to(dtype).eval()
         out.mkdir(parents=True, exist_ok=True)
         fresh.save_pretrained(out)
     if isinstance(source, pl.Trainer):

@@ -148,3 +148,10 @@ class StageLogger(Logger):
         named = {f"{self.prefix}/{k}": float(v) for k, v in metrics.items() if k != "epoch"}
         self.history.append({"step": step, **named})
         self.tracker.log(named, step_key=f"{self.prefix}/step", step=step)
+
+    def replay(self, history: list[dict]) -> None:
+        """Log rows that this stage recorded in worker processes (afd/launch.py), as if logged here."""
+        for row in history:
+            self.history.append(row)
+            named = {k: v for k, v in row.items() if k != "step"}
+            self.tracker.log(named, step_key=f"{self.prefix}/step", step=row["step"])

@@ -10,9 +10,17 @@ from __future__ import annotations
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def gpus_per_node(accelerator: str, devices: int) -> int | None:
+    """GPUs to ask SLURM for: one per device unless the trainer runs on CPU."""
+    return None if accelerator == "cpu" else int(devices)
+
+
+OmegaConf.register_new_resolver("afd.gpus_per_node", gpus_per_node, replace=True)
 
 
 def multirun_flags_first(argv: list[str]) -> list[str]:
@@ -22,10 +30,17 @@ def multirun_flags_first(argv: list[str]) -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def _main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> float | None:
+    from afd import ranks
     from afd.job import run_job
 
-    results = run_job(cfg)
+    # With one SLURM task per device every task runs this job: task 0 runs the pipeline, the
+    # others only their ranks of its training stages (afd/ranks.py).
+    if ranks.is_follower():
+        ranks.follow(cfg.cache_dir)
+        return None
+    with ranks.leading(cfg.cache_dir):
+        results = run_job(cfg)
     return results["gold"]["bon"]["mean"]
 
 

@@ -2,7 +2,8 @@
 
 Every training stage calls `fit`; the Trainer's hardware settings (accelerator, devices,
 strategy, precision) come from `conf/trainer/*.yaml`, the schedule from the stage's own
-config, so changing hardware never changes what a stage means.
+config, so changing hardware never changes what a stage means: `batch_size` is the global
+batch, split evenly over however many processes train.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,11 @@ def as_dataclass(cls, value, where: str):
 
 def trainer_kwargs(trainer_cfg) -> dict:
     """Plain Trainer kwargs, with a fresh strategy object per Trainer (Lightning mutates it)."""
-    cfg = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    cfg = (
+        OmegaConf.to_container(trainer_cfg, resolve=True)
+        if isinstance(trainer_cfg, DictConfig)
+        else dict(trainer_cfg)
+    )
     cfg = copy.deepcopy(cfg)
     strategy = cfg.get("strategy")
     if isinstance(strategy, dict) and "_target_" in strategy:
@@ -58,19 +63,90 @@ def trainer_kwargs(trainer_cfg) -> dict:
     return cfg
 
 
-def fit(module: L.LightningModule, train_rows, val_rows, collate, schedule: Schedule,
-        trainer_cfg, logger, seed: int, progress: bool = True) -> L.Trainer:
+class ShardedBatches(Sampler):
+    """Global batches in one seeded order whatever the number of processes; each rank takes its
+    share of every batch (a strided slice), so a run on N processes sees the data of one process."""
+
+    def __init__(self, batches: BatchSampler, rank: int, world: int):
+        self.batches, self.rank, self.world = batches, rank, world
+        self.batch_size = batches.batch_size // world  # per process (DeepSpeed reads it)
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield batch[self.rank :: self.world]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class RowsDataModule(L.LightningDataModule):
+    """Rows to loaders, built once the Trainer knows this process's rank and the world size.
+
+    `batch_size` is the global batch: the schedule means the same on one device or many, and one
+    process draws exactly the batches that `DataLoader(shuffle=True, generator=seeded)` would.
+    """
+
+    def __init__(self, train_rows, val_rows, collate, batch_size: int, seed: int):
+        super().__init__()
+        self.train_rows, self.val_rows, self.collate = train_rows, val_rows, collate
+        self.batch_size, self.seed = batch_size, seed
+
+    def train_dataloader(self):
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        generator = torch.Generator().manual_seed(self.seed)
+        batches = BatchSampler(
+            RandomSampler(self.train_rows, generator=generator),
+            self.batch_size,
+            drop_last=len(self.train_rows) > self.batch_size,
+        )
+        return DataLoader(
+            self.train_rows,
+            batch_sampler=ShardedBatches(batches, rank, world),
+            collate_fn=self.collate,
+            generator=generator,
+        )
+
+    def val_dataloader(self):
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        # Equal shares: a process without validation rows would wait forever in the metric sync.
+        usable = len(self.val_rows) - len(self.val_rows) % world
+        share = self.val_rows[:usable][rank::world]
+        return DataLoader(
+            share,
+            batch_size=max(1, self.batch_size // world),
+            shuffle=False,
+            collate_fn=self.collate,
+        )
+
+
+def check_batch(batch_size: int, processes: int, where: str) -> None:
+    """Every process needs an equal, non-empty share of each global batch."""
+    if batch_size % processes or batch_size < processes:
+        raise ValueError(
+            f"{where}={batch_size} is the global batch and must be divisible "
+            f"by the number of training processes (trainer.devices x trainer.num_nodes = "
+            f"{processes})"
+        )
+
+
+def fit(
+    module: L.LightningModule,
+    train_rows,
+    val_rows,
+    collate,
+    schedule: Schedule,
+    trainer_cfg,
+    logger,
+    seed: int,
+    progress: bool = True,
+) -> L.Trainer:
+    """Train `module`; call it on every process of a multi-process run (afd/launch.py)."""
+    from afd.ranks import cluster_environment
+
     kwargs = trainer_kwargs(trainer_cfg)
     accumulate = kwargs.get("accumulate_grad_batches", 1)
     total = schedule.total_steps(len(train_rows), accumulate)
-    generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train_rows, batch_size=schedule.batch_size, shuffle=True,
-                              collate_fn=collate, generator=generator, drop_last=len(train_rows) > schedule.batch_size)
-    val_loader = (
-        DataLoader(val_rows, batch_size=schedule.batch_size, shuffle=False, collate_fn=collate)
-        if val_rows else None
-    )
-    per_epoch = max(1, len(train_loader))
+    per_epoch = max(1, len(train_rows) // schedule.batch_size)  # full global batches (drop_last)
     eval_every = schedule.eval_every_steps or per_epoch
     trainer = L.Trainer(
         max_steps=total,
@@ -80,14 +156,50 @@ def fit(module: L.LightningModule, train_rows, val_rows, collate, schedule: Sche
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        limit_val_batches=schedule.val_batches if val_loader is not None else 0,
+        limit_val_batches=schedule.val_batches if val_rows else 0,
         val_check_interval=min(eval_every, per_epoch) if eval_every < per_epoch else None,
         check_val_every_n_epoch=max(1, eval_every // per_epoch) if eval_every >= per_epoch else 1,
+        use_distributed_sampler=False,  # RowsDataModule shards global batches itself
+        plugins=[cluster_environment()],
         **kwargs,
     )
-    log.info("training %s for %d steps on %d rows", type(module).__name__, total, len(train_rows))
-    trainer.fit(module, train_loader, val_loader)
+    check_batch(schedule.batch_size, trainer.world_size, "schedule.batch_size")
+    data = RowsDataModule(train_rows, val_rows or [], collate, schedule.batch_size, seed)
+    log.info(
+        "training %s for %d steps on %d rows (%d processes)",
+        type(module).__name__,
+        total,
+        len(train_rows),
+        trainer.world_size,
+    )
+    trainer.fit(module, datamodule=data)
     return trainer
+
+
+def export_trained(
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    tokenizer,
+    out_dir,
+    dtype: str = "float32",
+    attr: str = "model",
+) -> None:
+    """Write the trained `module.<attr>` and its tokenizer as a plain Hugging Face directory.
+
+    Collective: every process calls it. Under DeepSpeed ZeRO the weights are gathered from their
+    partitions (fp32 masters when training in 16 bits); LoRA adapters are merged in; the weights
+    are written in `dtype`, the model options' (what later stages load them in); only global
+    rank 0 writes.
+    """
+    from afd.models import DTYPES
+    from afd.strategies import export_hf_model
+
+    config = getattr(module, attr).config
+    if getattr(config, "use_cache", None) is False:
+        config.use_cache = True  # checkpointing was for training; generation wants the cache
+    export_hf_model(trainer, module, out_dir, attr=attr, dtype=DTYPES[dtype])
+    if trainer.is_global_zero:
+        tokenizer.save_pretrained(out_dir)
 
 
 def final_metrics(logger) -> dict:

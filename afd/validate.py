@@ -62,7 +62,7 @@ def validate(cfg: DictConfig) -> None:
     if not 0 < cfg.sampling.top_p <= 1:
         raise ConfigError(f"sampling.top_p must be in (0, 1], got {cfg.sampling.top_p}")
     _instantiable(cfg.data.task, "data.task")
-    _instantiable(cfg.model, "model")
+    model = _instantiable(cfg.model, "model")
     _instantiable(cfg.reward, "reward")
     _instantiable(cfg.divergence, "divergence")
     _int(cfg, "eval.coverage_samples", 1)
@@ -72,3 +72,47 @@ def validate(cfg: DictConfig) -> None:
         _int(cfg, "iterate.num_prompts", 1)
     _instantiable(cfg.gold, "gold")
     _instantiable(cfg.logger, "logger")
+    _trainer(cfg, getattr(model, "needs_pretraining", False))
+
+
+def _trainer(cfg: DictConfig, pretrains: bool) -> None:
+    """Process counts that the training stages and the SLURM allocation can agree on."""
+    from afd.ranks import slurm_tasks
+
+    devices, nodes = _int(cfg, "trainer.devices", 1), _int(cfg, "trainer.num_nodes", 1)
+    processes = devices * nodes
+    batches = (["pretrain.schedule.batch_size"] if pretrains else []) + ["sft.schedule.batch_size"]
+    batches += _schedules(cfg.reward, "reward")  # composite rewards: every part's schedule
+    if cfg.rounds > 1:
+        batches.append("iterate.schedule.batch_size")
+    for key in batches:
+        size = _int(cfg, key, 1)
+        if size % processes:
+            raise ConfigError(
+                f"{key}={size} is the global batch and must be divisible by the "
+                f"{processes} training processes (trainer.devices x trainer.num_nodes)"
+            )
+    tasks = slurm_tasks()
+    if tasks > 1 and tasks != processes:
+        raise ConfigError(
+            f"this SLURM job has {tasks} tasks but trainer.devices x trainer.num_nodes = "
+            f"{processes}: "
+            "ask for one task per device (hydra.launcher.tasks_per_node = trainer.devices, "
+            "hydra.launcher.nodes = trainer.num_nodes; +cluster=slurm sets both)"
+        )
+    if tasks == 1 and nodes > 1:
+        raise ConfigError(
+            f"trainer.num_nodes={nodes} needs SLURM to start one task per device on every node: "
+            "run through +cluster=slurm, or srun with --ntasks-per-node=trainer.devices"
+        )
+
+
+def _schedules(node, key: str) -> list[str]:
+    """The `schedule.batch_size` keys under a config node (a recipe and its parts)."""
+    if not isinstance(node, DictConfig):
+        return []
+    found = [f"{key}.schedule.batch_size"] if "batch_size" in node.get("schedule", {}) else []
+    for name in node:
+        if name != "schedule":
+            found += _schedules(node[name], f"{key}.{name}")
+    return found

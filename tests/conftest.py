@@ -78,8 +78,16 @@ def toy_tokenizer():
 
 def tiny_lm(vocab_size: int, pad_id: int, eos_id: int, seed: int = 0) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                        pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id)
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        pad_token_id=pad_id,
+        eos_token_id=eos_id,
+        bos_token_id=eos_id,
+    )
     return GPT2LMHeadModel(config).eval()
 
 
@@ -94,3 +102,20 @@ def tiny_hh_models(tmp_path_factory):
     from tiny_hf import save_tiny_hh_models
 
     return save_tiny_hh_models(tmp_path_factory.mktemp("hh_models"))
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """Records the build functions the pipeline hands to its StageLauncher, which runs them in
+    worker processes under a distributed trainer: the training stages and nothing else."""
+    from afd.launch import StageLauncher
+
+    calls: list[str] = []
+    original = StageLauncher.run
+
+    def run(self, fn, out_dir, *args, **kwargs):
+        calls.append(f"{fn.__module__}.{fn.__qualname__}")
+        return original(self, fn, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(StageLauncher, "run", run)
+    return calls

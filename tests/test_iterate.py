@@ -11,8 +11,9 @@ from afd.job import run_job
 
 
 @pytest.mark.slow
-def test_rounds_retrain_reward_on_the_current_policy(tiny_cfg):
+def test_rounds_retrain_reward_on_the_current_policy(tiny_cfg, launched):
     plain = run_job(tiny_cfg())
+    launched.clear()
     iterated = run_job(tiny_cfg("rounds=2", "iterate.num_prompts=40", "iterate.n=4"))
     rounds = iterated["rounds"]["per_round"]
     assert [r["round"] for r in rounds] == [1, 2]
@@ -35,3 +36,7 @@ def test_rounds_retrain_reward_on_the_current_policy(tiny_cfg):
     after = load_file(str(Path(arts["round/1"]) / "model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert isinstance(iterated["rounds"]["gold_final_policy"], float)
+    # the new nodes that train (the policies of rounds 1 and 2, round 2's reward model) train
+    # like SFT: through the stage launcher, in workers when the trainer is distributed
+    distill, reward = "afd.stages.distill.build", "afd.stages.reward.Discriminator.build"
+    assert launched == [distill, reward, distill]

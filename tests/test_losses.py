@@ -93,3 +93,26 @@ def test_bradley_terry_closed_form():
 def test_binary_accuracy():
     acc = binary_accuracy(torch.tensor([1.0, -1.0, 2.0]), torch.tensor([1.0, 0.0, 0.0]))
     assert abs(acc.item() - 2 / 3) < 1e-6
+
+
+def test_global_token_normalisation_splits_the_batch_gradient_exactly():
+    """Two data-parallel halves, each dividing its NLL sum by the whole batch's token count
+    (times the 2 processes whose gradients are averaged), give the full-batch gradient of the
+    token-mean NLL; dividing by each half's own count would not."""
+    from afd.losses import token_nll_sum
+
+    torch.manual_seed(0)
+    theta = torch.randn(4, 6, 9, requires_grad=True)
+    labels = torch.randint(0, 9, (4, 6))
+    labels[0, 1:5] = IGNORE  # unequal token counts across the halves
+    full = torch.autograd.grad(forward_kl_nll(theta, labels), theta)[0]
+    total = token_nll_sum(theta, labels)[1]
+    grads, own = torch.zeros_like(theta), torch.zeros_like(theta)
+    for half in (slice(0, 2), slice(2, 4)):
+        nll, count = token_nll_sum(theta[half], labels[half])
+        grads += torch.autograd.grad(nll / total * 2, theta, retain_graph=True)[0] / 2
+        own += torch.autograd.grad(nll / count, theta)[0] / 2
+    torch.testing.assert_close(grads, full)
+    assert not torch.allclose(own, full, atol=1e-4)
+    nll, count = token_nll_sum(theta, labels)
+    torch.testing.assert_close(nll / count, forward_kl_nll(theta, labels))

@@ -21,14 +21,17 @@ ROWS = [
 
 
 @pytest.mark.slow
-def test_ensemble_members_are_shared_and_the_score_is_mean_minus_penalty_std(tiny_cfg):
+def test_ensemble_members_are_shared_and_the_score_is_mean_minus_penalty_std(tiny_cfg, launched):
     single = run_job(tiny_cfg("reward=init_sft"))
+    launched.clear()
     mean = run_job(
         tiny_cfg("reward=ensemble", "reward.size=3", "rm.num_prompts=60", drop=TINY_MEMBER)
     )
     # member 0 is the single reward model itself; members 1, 2 differ by seed
     assert mean["stages"]["reward/member0"] == "cached"
     assert mean["stages"]["reward/member1"] == mean["stages"]["reward/member2"] == "trained"
+    # members train through the stage launcher (workers when distributed); the mean does not
+    assert launched == ["afd.stages.reward.Discriminator.build"] * 2
     conservative = run_job(
         tiny_cfg(
             "reward=ensemble_conservative", "reward.size=3", "rm.num_prompts=60", drop=TINY_MEMBER
@@ -59,7 +62,7 @@ def test_ensemble_members_are_shared_and_the_score_is_mean_minus_penalty_std(tin
 
 
 @pytest.mark.slow
-def test_heterogeneous_reward_is_the_weighted_standardised_sum(tiny_cfg):
+def test_heterogeneous_reward_is_the_weighted_standardised_sum(tiny_cfg, launched):
     results = run_job(
         tiny_cfg(
             "reward=irl_bt",
@@ -70,6 +73,8 @@ def test_heterogeneous_reward_is_the_weighted_standardised_sum(tiny_cfg):
         )
     )
     arts = results["artifacts"]
+    trained = {"afd.stages.reward.Discriminator.build", "afd.stages.reward.BradleyTerry.build"}
+    assert trained <= set(launched) and not any("Heterogeneous" in c for c in launched)
     assert (
         results["stages"]["reward/irl"] in ("trained", "cached")
         and "reward/bt" in results["stages"]

@@ -85,6 +85,8 @@ class AdversarialModule(L.LightningModule):
             params = [p for p in model.parameters() if p.requires_grad]
             for decay in (True, False):
                 chosen = [p for p in params if (p.ndim >= 2) == decay]
+                if not chosen:  # DeepSpeed drops empty groups (LoRA trains no bias)
+                    continue
                 groups.append(
                     {
                         "params": chosen,

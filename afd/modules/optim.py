@@ -30,12 +30,13 @@ def configure(params, cfg: OptimConfig, total_steps: int):
     for p in params:
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=tuple(cfg.betas),
-    )
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    # No empty groups: DeepSpeed drops them, and the scheduler would then step one group too many
+    # (LoRA leaves no trainable bias or norm weight).
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(cfg, step, total_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg, step, total_steps))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -44,14 +44,16 @@ class RewardModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss, acc, size = self._step(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        self.log("train/accuracy", acc, batch_size=size)
+        # Every process holds an equal share of the global batch: the mean over processes is
+        # the global-batch value.
+        self.log("train/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log("train/accuracy", acc, batch_size=size, sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         loss, acc, size = self._step(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=size)
-        self.log("val/accuracy", acc, prog_bar=True, batch_size=size)
+        self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log("val/accuracy", acc, prog_bar=True, batch_size=size, sync_dist=True)
 
     def on_fit_start(self):
         # from_pretrained returns modules in eval mode; train with the model's own dropout.

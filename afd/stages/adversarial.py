@@ -16,16 +16,16 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.strategies import DeepSpeedStrategy
+from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, Sampler
 
 from afd.batching import Lengths, encode_prompt, encode_response, pad_batch
-from afd.finetune import ModelOptions, prepare_for_training, save_trained
+from afd.finetune import ModelOptions, prepare_for_training
 from afd.models import load_policy, load_tokenizer
 from afd.modules.adversarial import AdversarialConfig, AdversarialModule
+from afd.ranks import cluster_environment
 from afd.stages.data import DataDir
-from afd.strategies import export_hf_model
-from afd.training import trainer_kwargs
+from afd.training import export_trained, trainer_kwargs
 
 log = logging.getLogger(__name__)
 HISTORY = "history.json"
@@ -75,8 +75,17 @@ def demo_rows(data: DataDir, tokenizer, lengths: Lengths, num_prompts: int | Non
 
 def manual_trainer_kwargs(trainer_cfg) -> tuple[dict, float | None]:
     """Trainer kwargs for manual optimisation: Lightning refuses gradient clipping and
-    accumulation there, so clipping moves into the module (or DeepSpeed's config)."""
+    accumulation there, so clipping moves into the module (or DeepSpeed's config). Under DDP
+    each step backpropagates twice, through one role at a time, so DDP must expect parameters
+    that a backward pass does not reach."""
     kwargs = trainer_kwargs(trainer_cfg)
+    processes = int(kwargs.get("devices", 1)) * int(kwargs.get("num_nodes", 1))
+    if kwargs.get("strategy") == "ddp" or (
+        kwargs.get("strategy", "auto") == "auto" and processes > 1
+    ):
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    elif type(kwargs.get("strategy")) is DDPStrategy:
+        kwargs["strategy"]._ddp_kwargs["find_unused_parameters"] = True
     clip = kwargs.pop("gradient_clip_val", None)
     if kwargs.pop("accumulate_grad_batches", 1) != 1:
         raise ValueError(
@@ -119,11 +128,13 @@ def build(
         scorer = gold()
 
         def score_gold(metas, texts):
-            return scorer.score([{"meta": m, "response": t} for m, t in zip(metas, texts)])
+            return scorer.score(
+                [{"meta": m, "response": t} for m, t in zip(metas, texts, strict=True)]
+            )
 
-    load = lambda role: load_policy(
-        policies[role], tokenizer, options.dtype, options.trust_remote_code
-    )  # noqa: E731
+    def load(role):
+        return load_policy(policies[role], tokenizer, options.dtype, options.trust_remote_code)
+
     disc = recipe.discriminator.load(
         policies["backbone"], tokenizer, options.dtype, options.trust_remote_code
     )
@@ -153,6 +164,7 @@ def build(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
+        plugins=[cluster_environment()],
         **kwargs,
     )
     draws = cfg.steps * cfg.prompts_per_step * trainer.num_nodes * trainer.num_devices
@@ -171,17 +183,9 @@ def build(
         len(rows),
     )
     trainer.fit(module, loader)
-    if isinstance(trainer.strategy, DeepSpeedStrategy):  # ZeRO shards: gathered by every rank
-        if options.lora is not None:
-            raise NotImplementedError(
-                "LoRA adapters under DeepSpeed: export is not supported; "
-                "use full fine-tuning (model.lora=null) or another strategy"
-            )
-        export_hf_model(trainer, module, out_dir, attr="policy")
-    elif trainer.is_global_zero:
-        save_trained(module.policy, tokenizer, out_dir)
+    # Collective: ZeRO shards are gathered by every rank, LoRA merged; global rank 0 writes.
+    export_trained(trainer, module, tokenizer, out_dir, options.dtype, attr="policy")
     if trainer.is_global_zero:
-        tokenizer.save_pretrained(out_dir)
         (Path(out_dir) / HISTORY).write_text(json.dumps(module.history))
     return summarise(module.history)
 

@@ -1,6 +1,7 @@
 """Stage `distill`: fine-tune a policy on chosen (prompt, response) rows, e.g. its own
 Best-of-n replies (one round of iterative AfD, afd/iterate.py). Token NLL with the model
-options (dtype, LoRA, checkpointing), as SFT."""
+options (dtype, LoRA, checkpointing) on the global batch, in worker processes when the
+trainer is distributed, as SFT."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from pathlib import Path
 import lightning as L
 
 from afd.batching import Lengths, LMCollator, training_rows
-from afd.finetune import ModelOptions, prepare_for_training, save_trained
+from afd.finetune import ModelOptions, prepare_for_training
 from afd.models import load_policy, load_tokenizer
 from afd.modules.optim import OptimConfig
 from afd.modules.sft import SFTModule
-from afd.training import Schedule, final_metrics, fit
+from afd.training import Schedule, export_trained, final_metrics, fit
 
 
 def build(
@@ -39,7 +40,7 @@ def build(
     module = SFTModule(
         prepare_for_training(model, options, "causal_lm"), optim, schedule.total_steps(len(rows))
     )
-    fit(
+    trainer = fit(
         module,
         rows,
         [],
@@ -50,5 +51,5 @@ def build(
         seed,
         progress,
     )
-    save_trained(module.model, tokenizer, out_dir)
+    export_trained(trainer, module, tokenizer, out_dir, options.dtype)
     return {"rows": len(rows), "dropped_long": dropped, **final_metrics(logger)}

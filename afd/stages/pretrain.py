@@ -15,7 +15,7 @@ from afd.batching import Lengths, LMCollator
 from afd.modules.optim import OptimConfig
 from afd.modules.sft import SFTModule
 from afd.stages.data import DataDir
-from afd.training import Schedule, final_metrics, fit
+from afd.training import Schedule, export_trained, final_metrics, fit
 
 
 def build(out_dir: Path, corpus_dir: Path, model_spec, schedule: Schedule, optim: OptimConfig,
@@ -31,8 +31,7 @@ def build(out_dir: Path, corpus_dir: Path, model_spec, schedule: Schedule, optim
     val, train = rows[:num_val], rows[num_val:]
     module = SFTModule(model, optim, schedule.total_steps(len(train)))
     collate = LMCollator(tokenizer, lengths, train_on_prompt=True)
-    fit(module, train, val, collate, schedule, trainer_cfg, logger, seed, progress)
-    module.model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    trainer = fit(module, train, val, collate, schedule, trainer_cfg, logger, seed, progress)
+    export_trained(trainer, module, tokenizer, out_dir)
     return {"parameters": sum(p.numel() for p in model.parameters()), **final_metrics(logger)}
 

@@ -11,18 +11,18 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import numpy as np
 
 from afd.batching import ClassifierCollator, Lengths, PairCollator, training_rows
-from afd.devices import inference_device
-from afd.finetune import ModelOptions, prepare_for_training, save_trained
+from afd.finetune import ModelOptions, prepare_for_training
 from afd.models import load_classifier, load_tokenizer
 from afd.modules.optim import OptimConfig
 from afd.modules.reward import RewardModule
-from afd.scoring import classifier_scores, load_scorer, save_scorer_spec
-from afd.training import Schedule, as_dataclass, final_metrics, fit
+from afd.scoring import load_scorer, save_scorer_spec
+from afd.training import Schedule, as_dataclass, export_trained, final_metrics, fit
 
 SOURCES = ("demo", "init", "sft")
 
@@ -33,14 +33,21 @@ class RewardInputs:
 
     rows: dict[str, list[dict]]  # role ("positive"/"negative") -> rows with prompt, response
     policies: dict[str, str]  # role ("backbone"/"numerator"/...) -> model path
-    options: ModelOptions = field(default_factory=ModelOptions)  # dtype, LoRA, ... of the model config
+    options: ModelOptions = field(
+        default_factory=ModelOptions
+    )  # dtype, LoRA, ... of the model config
     parts: dict[str, str] = field(default_factory=dict)  # composite rewards: part -> its path
 
 
 def scorer_spec(target: str, lengths: Lengths, options: ModelOptions, **paths) -> dict:
-    return {"_target_": target, **paths, "max_prompt_tokens": lengths.max_prompt_tokens,
-            "max_response_tokens": lengths.max_response_tokens, "dtype": options.dtype,
-            "trust_remote_code": options.trust_remote_code}
+    return {
+        "_target_": target,
+        **paths,
+        "max_prompt_tokens": lengths.max_prompt_tokens,
+        "max_response_tokens": lengths.max_response_tokens,
+        "dtype": options.dtype,
+        "trust_remote_code": options.trust_remote_code,
+    }
 
 
 def _check_source(key: str, value: str) -> str:
@@ -66,31 +73,60 @@ def _check_backbone(backbone: str) -> None:
         raise ValueError(f"reward.backbone must be 'init' or 'sft', got {backbone!r}")
 
 
-def _train_classifier(out_dir: Path, recipe, inputs: RewardInputs, train, val, collate_cls,
-                      objective: str, lengths: Lengths, trainer_cfg, seed: int, logger, progress):
+def _train_classifier(
+    out_dir: Path,
+    recipe,
+    inputs: RewardInputs,
+    train,
+    val,
+    collate_cls,
+    objective: str,
+    lengths: Lengths,
+    trainer_cfg,
+    seed: int,
+    logger,
+    progress,
+):
     """Fine-tune a scalar-head classifier from the recipe's backbone policy (with the model
     config's dtype, LoRA and checkpointing) and save it, LoRA merged, with the scorer spec
-    that loads it, into `out_dir`; return (model on the inference device, tokenizer)."""
+    that loads it, into `out_dir`. Returns that scorer, loaded back from `out_dir` as later
+    stages will see it (under ZeRO-3 the live module only holds this process's partition);
+    None on the other processes of a multi-process run."""
     L.seed_everything(seed, workers=True, verbose=False)
     backbone, options = inputs.policies["backbone"], inputs.options
     tokenizer = load_tokenizer(backbone, options.trust_remote_code)
     model = load_classifier(backbone, tokenizer, options.dtype, options.trust_remote_code)
     model = prepare_for_training(model, options, "classifier")
     module = RewardModule(model, recipe.optim, recipe.schedule.total_steps(len(train)), objective)
-    fit(module, train, val, collate_cls(tokenizer, lengths), recipe.schedule, trainer_cfg,
-        logger, seed, progress)
-    save_trained(module.model, tokenizer, out_dir)
-    save_scorer_spec(out_dir, scorer_spec("afd.scoring.ClassifierScorer", lengths, options, path="."))
-    return module.model.to(inference_device()), tokenizer
+    trainer = fit(
+        module,
+        train,
+        val,
+        collate_cls(tokenizer, lengths),
+        recipe.schedule,
+        trainer_cfg,
+        logger,
+        seed,
+        progress,
+    )
+    export_trained(trainer, module, tokenizer, out_dir, options.dtype)
+    if not trainer.is_global_zero:
+        return None
+    save_scorer_spec(
+        out_dir, scorer_spec("afd.scoring.ClassifierScorer", lengths, options, path=".")
+    )
+    return load_scorer(out_dir)
 
 
 def _rows(rows, keys: tuple[str, ...]) -> list[dict]:
-    return [dict(zip(keys, r)) for r in rows]
+    return [dict(zip(keys, r, strict=False)) for r in rows]  # rows may carry a label after
 
 
 @dataclass
 class Discriminator:
     """Binary classifier, positives (label 1) vs negatives; its logit is the reward."""
+
+    trains: ClassVar[bool] = True  # the pipeline runs it in training workers when distributed
 
     name: str = "init_sft"
     positive: str = "sft"
@@ -119,23 +155,50 @@ class Discriminator:
     def policies(self) -> dict[str, str]:
         return {"backbone": self.backbone}
 
-    def build(self, out_dir: Path, inputs: RewardInputs, lengths: Lengths, trainer_cfg, seed: int,
-              logger=None, progress=True) -> dict:
+    def build(
+        self,
+        out_dir: Path,
+        inputs: RewardInputs,
+        lengths: Lengths,
+        trainer_cfg,
+        seed: int,
+        logger=None,
+        progress=True,
+    ) -> dict:
         rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
         rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
-        rows, dropped = training_rows(rows, load_tokenizer(inputs.policies["backbone"],
-                                                           inputs.options.trust_remote_code), lengths)
+        rows, dropped = training_rows(
+            rows,
+            load_tokenizer(inputs.policies["backbone"], inputs.options.trust_remote_code),
+            lengths,
+        )
         train, val = split_by_prompt(rows, self.val_fraction, seed)
         seed = seed + self.seed_offset  # the split stays shared: members agree on held-out rows
         if self.bootstrap:
             rng = random.Random(seed)
             train = [train[rng.randrange(len(train))] for _ in train]
-        model, tokenizer = _train_classifier(out_dir, self, inputs, train, val, ClassifierCollator,
-                                             "bce", lengths, trainer_cfg, seed, logger, progress)
-        scores = classifier_scores(model, tokenizer, _rows(val, ("prompt", "response")), lengths)
+        scorer = _train_classifier(
+            out_dir,
+            self,
+            inputs,
+            train,
+            val,
+            ClassifierCollator,
+            "bce",
+            lengths,
+            trainer_cfg,
+            seed,
+            logger,
+            progress,
+        )
+        if scorer is None:  # not global rank 0 of a multi-process run
+            return {}
+        scores = scorer.score(_rows(val, ("prompt", "response")))
         return {
             "accuracy": accuracy(scores, np.array([t for _, _, t in val])),
-            "train_rows": len(train), "val_rows": len(val), "dropped_long": dropped,
+            "train_rows": len(train),
+            "val_rows": len(val),
+            "dropped_long": dropped,
             **final_metrics(logger),
         }
 
@@ -144,6 +207,8 @@ class Discriminator:
 class LogRatio:
     """log pi_numerator(y|x) - log pi_denominator(y|x); no training. Its held-out accuracy is
     measured on the same positives/negatives an Init-SFT classifier would see."""
+
+    trains: ClassVar[bool] = False
 
     name: str = "logratio"
     numerator: str = "sft"
@@ -155,7 +220,9 @@ class LogRatio:
     def __post_init__(self):
         for key in ("numerator", "denominator"):
             if getattr(self, key) not in ("init", "sft"):
-                raise ValueError(f"reward.{key} must be 'init' or 'sft', got {getattr(self, key)!r}")
+                raise ValueError(
+                    f"reward.{key} must be 'init' or 'sft', got {getattr(self, key)!r}"
+                )
 
     def sources(self) -> dict[str, str]:
         return {"positive": self.numerator, "negative": self.denominator}
@@ -163,22 +230,42 @@ class LogRatio:
     def policies(self) -> dict[str, str]:
         return {"numerator": self.numerator, "denominator": self.denominator}
 
-    def build(self, out_dir: Path, inputs: RewardInputs, lengths: Lengths, trainer_cfg, seed: int,
-              logger=None, progress=True) -> dict:
-        save_scorer_spec(out_dir, scorer_spec(
-            "afd.scoring.LogRatioScorer", lengths, inputs.options,
-            numerator=inputs.policies["numerator"], denominator=inputs.policies["denominator"]))
+    def build(
+        self,
+        out_dir: Path,
+        inputs: RewardInputs,
+        lengths: Lengths,
+        trainer_cfg,
+        seed: int,
+        logger=None,
+        progress=True,
+    ) -> dict:
+        save_scorer_spec(
+            out_dir,
+            scorer_spec(
+                "afd.scoring.LogRatioScorer",
+                lengths,
+                inputs.options,
+                numerator=inputs.policies["numerator"],
+                denominator=inputs.policies["denominator"],
+            ),
+        )
         rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
         rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
         _, val = split_by_prompt(rows, self.val_fraction, seed)
         scores = load_scorer(out_dir).score(_rows(val, ("prompt", "response")))
-        return {"accuracy": accuracy(scores, np.array([t for _, _, t in val])), "val_rows": len(val)}
+        return {
+            "accuracy": accuracy(scores, np.array([t for _, _, t in val])),
+            "val_rows": len(val),
+        }
 
 
 @dataclass
 class BradleyTerry:
     """The preference baseline: a Bradley-Terry reward model on (chosen, rejected) pairs.
     Held-out accuracy is the share of held-out pairs it orders correctly."""
+
+    trains: ClassVar[bool] = True
 
     name: str = "bt"
     backbone: str = "sft"
@@ -198,18 +285,47 @@ class BradleyTerry:
     def policies(self) -> dict[str, str]:
         return {"backbone": self.backbone}
 
-    def build(self, out_dir: Path, inputs: RewardInputs, lengths: Lengths, trainer_cfg, seed: int,
-              logger=None, progress=True) -> dict:
+    def build(
+        self,
+        out_dir: Path,
+        inputs: RewardInputs,
+        lengths: Lengths,
+        trainer_cfg,
+        seed: int,
+        logger=None,
+        progress=True,
+    ) -> dict:
         pairs = inputs.rows["pairs"][: self.num_pairs] if self.num_pairs else inputs.rows["pairs"]
         rows = [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs]
-        rows, dropped = training_rows(rows, load_tokenizer(inputs.policies["backbone"],
-                                                           inputs.options.trust_remote_code), lengths, (1, 2))
+        rows, dropped = training_rows(
+            rows,
+            load_tokenizer(inputs.policies["backbone"], inputs.options.trust_remote_code),
+            lengths,
+            (1, 2),
+        )
         train, val = split_by_prompt(rows, self.val_fraction, seed)
-        model, tokenizer = _train_classifier(out_dir, self, inputs, train, val, PairCollator,
-                                             "bt", lengths, trainer_cfg, seed, logger, progress)
-        chosen = classifier_scores(model, tokenizer, _rows(val, ("prompt", "response")), lengths)
-        rejected = classifier_scores(model, tokenizer, _rows([(p, r) for p, _, r in val],
-                                                             ("prompt", "response")), lengths)
-        return {"accuracy": float((chosen > rejected).mean()) if len(val) else float("nan"),
-                "train_pairs": len(train), "val_pairs": len(val), "dropped_long": dropped,
-                **final_metrics(logger)}
+        scorer = _train_classifier(
+            out_dir,
+            self,
+            inputs,
+            train,
+            val,
+            PairCollator,
+            "bt",
+            lengths,
+            trainer_cfg,
+            seed,
+            logger,
+            progress,
+        )
+        if scorer is None:  # not global rank 0 of a multi-process run
+            return {}
+        chosen = scorer.score(_rows(val, ("prompt", "response")))
+        rejected = scorer.score(_rows([(p, r) for p, _, r in val], ("prompt", "response")))
+        return {
+            "accuracy": float((chosen > rejected).mean()) if len(val) else float("nan"),
+            "train_pairs": len(train),
+            "val_pairs": len(val),
+            "dropped_long": dropped,
+            **final_metrics(logger),
+        }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -37,6 +38,8 @@ def _labelled(inputs, val_fraction: float, seed: int) -> tuple[list[dict], np.nd
 
 @dataclass
 class Ensemble:
+    trains: ClassVar[bool] = False  # its members train, as their own reward nodes
+
     name: str = "ensemble"
     member: DictConfig | dict = field(default_factory=dict)  # a reward recipe config
     size: int = 4
@@ -116,6 +119,8 @@ class EnsembleScorer:
 
 @dataclass
 class Heterogeneous:
+    trains: ClassVar[bool] = False  # its parts train, as their own reward nodes
+
     name: str = "irl_bt"
     components: dict = field(default_factory=dict)  # part name -> reward recipe config
     weights: dict = field(default_factory=dict)  # part name -> weight of its standardised score

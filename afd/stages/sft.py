@@ -14,18 +14,30 @@ from pathlib import Path
 import lightning as L
 
 from afd.batching import Lengths, LMCollator, training_rows
-from afd.finetune import ModelOptions, prepare_for_training, save_trained, trainable_parameters
+from afd.finetune import ModelOptions, prepare_for_training, trainable_parameters
 from afd.models import load_policy, load_tokenizer
 from afd.modules.optim import OptimConfig
 from afd.modules.sft import SFTModule
 from afd.stages.data import DataDir
-from afd.training import Schedule, final_metrics, fit
+from afd.training import Schedule, export_trained, final_metrics, fit
 
 
-def build(out_dir: Path, data_dir: Path, init_path: str, schedule: Schedule, optim: OptimConfig,
-          lengths: Lengths, trainer_cfg, seed: int, val_fraction: float = 0.05,
-          num_demos: int | None = None, logger=None, progress=True, dtype="float32",
-          options: ModelOptions | None = None) -> dict:
+def build(
+    out_dir: Path,
+    data_dir: Path,
+    init_path: str,
+    schedule: Schedule,
+    optim: OptimConfig,
+    lengths: Lengths,
+    trainer_cfg,
+    seed: int,
+    val_fraction: float = 0.05,
+    num_demos: int | None = None,
+    logger=None,
+    progress=True,
+    dtype="float32",
+    options: ModelOptions | None = None,
+) -> dict:
     options = options or ModelOptions(dtype=dtype)
     data = DataDir(data_dir)
     demos = data.examples("train")[:num_demos] if num_demos else data.examples("train")
@@ -38,9 +50,23 @@ def build(out_dir: Path, data_dir: Path, init_path: str, schedule: Schedule, opt
     L.seed_everything(seed, workers=True, verbose=False)
     model = load_policy(init_path, tokenizer, options.dtype, options.trust_remote_code)
     model = prepare_for_training(model, options, "causal_lm")
+    trainable = trainable_parameters(model)  # before ZeRO-3 partitions the parameters
     module = SFTModule(model, optim, schedule.total_steps(len(train)))
-    fit(module, train, val, LMCollator(tokenizer, lengths), schedule, trainer_cfg, logger, seed, progress)
-    trainable = trainable_parameters(module.model)
-    save_trained(module.model, tokenizer, out_dir)
-    return {"demonstrations": len(train), "dropped_long": dropped, "trainable_parameters": trainable,
-            **final_metrics(logger)}
+    trainer = fit(
+        module,
+        train,
+        val,
+        LMCollator(tokenizer, lengths),
+        schedule,
+        trainer_cfg,
+        logger,
+        seed,
+        progress,
+    )
+    export_trained(trainer, module, tokenizer, out_dir, options.dtype)
+    return {
+        "demonstrations": len(train),
+        "dropped_long": dropped,
+        "trainable_parameters": trainable,
+        **final_metrics(logger),
+    }

@@ -1,0 +1,1 @@
+"""Hydra launcher plugin `hydra/launcher=afd_slurm` (selected by `+cluster=slurm`)."""
