@@ -39,11 +39,15 @@ class Lengths:
 
     def __post_init__(self):
         if self.prompt_truncation not in PROMPT_TRUNCATION:
-            raise ValueError(f"data.lengths.prompt_truncation must be one of {PROMPT_TRUNCATION}, "
-                             f"got {self.prompt_truncation!r}")
+            raise ValueError(
+                f"data.lengths.prompt_truncation must be one of {PROMPT_TRUNCATION}, "
+                f"got {self.prompt_truncation!r}"
+            )
         if self.long_responses not in LONG_RESPONSES:
-            raise ValueError(f"data.lengths.long_responses must be one of {LONG_RESPONSES}, "
-                             f"got {self.long_responses!r}")
+            raise ValueError(
+                f"data.lengths.long_responses must be one of {LONG_RESPONSES}, "
+                f"got {self.long_responses!r}"
+            )
 
 
 _BOS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -53,8 +57,12 @@ def leading_bos(tokenizer) -> list[int]:
     """[BOS] if the tokenizer starts every text with it (Gemma, Llama), else []."""
     if tokenizer not in _BOS:
         bos, with_special = tokenizer.bos_token_id, tokenizer("a")["input_ids"]
-        adds = bos is not None and bool(with_special) and with_special[0] == bos and (
-            with_special != tokenizer("a", add_special_tokens=False)["input_ids"])
+        adds = (
+            bos is not None
+            and bool(with_special)
+            and with_special[0] == bos
+            and (with_special != tokenizer("a", add_special_tokens=False)["input_ids"])
+        )
         _BOS[tokenizer] = [bos] if adds else []
     return list(_BOS[tokenizer])
 
@@ -63,7 +71,7 @@ def truncate(ids: list[int], limit: int, side: str) -> list[int]:
     """At most `limit` ids, cut from the `side` end ("left" drops the oldest)."""
     if len(ids) <= limit:
         return ids
-    return ids[len(ids) - limit:] if side == "left" else ids[:limit]
+    return ids[len(ids) - limit :] if side == "left" else ids[:limit]
 
 
 def encode_prompt(tokenizer, prompt: str, lengths: Lengths) -> list[int]:
@@ -81,15 +89,22 @@ def encode_response(tokenizer, response: str, lengths: Lengths, add_eos: bool = 
 
 
 def response_fits(tokenizer, response: str, lengths: Lengths) -> bool:
-    return len(tokenizer(" " + response, add_special_tokens=False)["input_ids"]) <= lengths.max_response_tokens
+    return (
+        len(tokenizer(" " + response, add_special_tokens=False)["input_ids"])
+        <= lengths.max_response_tokens
+    )
 
 
-def training_rows(rows: list[tuple], tokenizer, lengths: Lengths, response_fields=(1,)) -> tuple[list[tuple], int]:
+def training_rows(
+    rows: list[tuple], tokenizer, lengths: Lengths, response_fields=(1,)
+) -> tuple[list[tuple], int]:
     """Rows a training stage uses and how many it left out: with `long_responses="drop"`,
     a row any of whose responses (tuple positions `response_fields`) exceeds the limit."""
     if lengths.long_responses != "drop":
         return rows, 0
-    kept = [r for r in rows if all(response_fits(tokenizer, r[i], lengths) for i in response_fields)]
+    kept = [
+        r for r in rows if all(response_fits(tokenizer, r[i], lengths) for i in response_fields)
+    ]
     return kept, len(rows) - len(kept)
 
 
@@ -136,8 +151,12 @@ class LMCollator:
     train_on_prompt: bool = False
 
     def __call__(self, rows: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
-        pairs = [lm_example(self.tokenizer, p, r, self.lengths, self.train_on_prompt) for p, r in rows]
-        return pad_batch([x for x, _ in pairs], self.tokenizer.pad_token_id, "right", [y for _, y in pairs])
+        pairs = [
+            lm_example(self.tokenizer, p, r, self.lengths, self.train_on_prompt) for p, r in rows
+        ]
+        return pad_batch(
+            [x for x, _ in pairs], self.tokenizer.pad_token_id, "right", [y for _, y in pairs]
+        )
 
 
 @dataclass
@@ -154,7 +173,9 @@ class ClassifierCollator:
         )
 
     def __call__(self, rows: list[tuple]) -> dict[str, torch.Tensor]:
-        batch = pad_batch([self.encode(r[0], r[1]) for r in rows], self.tokenizer.pad_token_id, self.side)
+        batch = pad_batch(
+            [self.encode(r[0], r[1]) for r in rows], self.tokenizer.pad_token_id, self.side
+        )
         if len(rows[0]) > 2:
             batch["targets"] = torch.tensor([float(r[2]) for r in rows])
         return batch

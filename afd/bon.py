@@ -40,7 +40,7 @@ def selection_probabilities(scores: np.ndarray, n: int) -> np.ndarray:
     _, group_start, group_size = np.unique(sorted_scores, return_index=True, return_counts=True)
     for start, count in zip(group_start, group_size):
         if count > 1:
-            by_rank[start:start + count] = by_rank[start:start + count].mean()
+            by_rank[start : start + count] = by_rank[start : start + count].mean()
     weights = np.empty(size)
     weights[order] = by_rank
     return weights
@@ -67,7 +67,9 @@ def bon_curve(gold: np.ndarray, proxy: np.ndarray, ns) -> dict[int, dict[str, fl
     """
     gold, proxy = np.asarray(gold, dtype=float), np.asarray(proxy, dtype=float)
     if gold.shape != proxy.shape or gold.ndim != 2:
-        raise ValueError(f"gold and proxy must both be (prompts, N); got {gold.shape}, {proxy.shape}")
+        raise ValueError(
+            f"gold and proxy must both be (prompts, N); got {gold.shape}, {proxy.shape}"
+        )
     wins = np.stack([win_probabilities(g) for g in gold])
     curve = {}
     for n in ns:

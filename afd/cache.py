@@ -17,9 +17,9 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from filelock import FileLock
 
@@ -36,7 +36,9 @@ def canonical(obj) -> str:
 
 
 def artifact_key(stage: str, config: dict, upstream: dict[str, str]) -> str:
-    payload = canonical({"stage": stage, "format": FORMAT_VERSION, "config": config, "upstream": upstream})
+    payload = canonical(
+        {"stage": stage, "format": FORMAT_VERSION, "config": config, "upstream": upstream}
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -116,7 +118,9 @@ class StageCache:
                     "stage": stage,
                     "key": key,
                     "config": config,
-                    "upstream": {k: {"key": a.key, "path": str(a.path)} for k, a in upstream.items()},
+                    "upstream": {
+                        k: {"key": a.key, "path": str(a.path)} for k, a in upstream.items()
+                    },
                     "metrics": metrics,
                     "versions": library_versions(),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

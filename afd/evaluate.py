@@ -67,7 +67,9 @@ def evaluate(pipe, n: int) -> dict:
     proxy = read_scores(pipe.scores(f"{policy}/heldout", pool, pool_rows, "reward").path)
     gold2d, proxy2d = gold.reshape(num_pool_prompts, n_max), proxy.reshape(num_pool_prompts, n_max)
     sft_pool = pipe.samples("sft", "heldout", n_max, num_prompts)
-    gold_sft = read_scores(pipe.scores("sft/heldout", sft_pool, read_samples(sft_pool.path), "gold").path)
+    gold_sft = read_scores(
+        pipe.scores("sft/heldout", sft_pool, read_samples(sft_pool.path), "gold").path
+    )
 
     init = pipe.samples("init", "heldout", cfg.eval.init_samples_per_prompt, num_prompts)
     init_rows = read_samples(init.path)
@@ -75,8 +77,10 @@ def evaluate(pipe, n: int) -> dict:
 
     data = pipe.data()
     demos = DataDir(data.path).examples("heldout")[:num_prompts]
-    demo_rows = [{"id": e.id, "prompt_id": e.id, "prompt": e.prompt, "response": e.response,
-                  "meta": e.meta} for e in demos]
+    demo_rows = [
+        {"id": e.id, "prompt_id": e.id, "prompt": e.prompt, "response": e.response, "meta": e.meta}
+        for e in demos
+    ]
     gold_demo = read_scores(pipe.scores("demo/heldout", data, demo_rows, "gold").path)
 
     curve = bon_curve(gold2d, proxy2d, curve_points(n, n_max))
@@ -105,7 +109,9 @@ def evaluate(pipe, n: int) -> dict:
         "bon_kl_analytic": kl_analytic(n),
         "rm_accuracy": reward_metrics.get("accuracy"),
         "rm_spearman_gold": spearman(proxy, gold),
-        "rm_spearman_gold_within_prompt": float(np.nanmean(within)) if not np.all(np.isnan(within)) else float("nan"),
+        "rm_spearman_gold_within_prompt": float(np.nanmean(within))
+        if not np.all(np.isnan(within))
+        else float("nan"),
         "bon_curve": {str(k): v for k, v in curve.items()},
         "heldout_prompts": num_pool_prompts,
         "n_max": n_max,

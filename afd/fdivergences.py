@@ -15,7 +15,7 @@ sequence-level baseline removes any constant, but per-token rewards (the occupan
 discriminator) sum over a reply's length, and a constant there is a length bonus or
 penalty: with h = l - 1 a reverse-KL policy learns to stop at once. Instances:
 
-    reverse_kl  KL(pi || beta)      f(u) = -log u                 h = l  (the logit, log D - log(1-D))
+    reverse_kl  KL(pi || beta)      f(u) = -log u                 h = l  (logit, log D - log(1-D))
     js          Jensen-Shannon      f(u) = (u log u - (1+u) log((1+u)/2)) / 2
                                                                   h = (softplus(l) - log 2) / 2
                                                                     = -(log(1 - D) + log 2) / 2

@@ -30,8 +30,10 @@ class ToyGold:
     def score(self, rows) -> np.ndarray:
         missing = [i for i, r in enumerate(rows[:1]) if "type" not in (r.get("meta") or {})]
         if missing:
-            raise ValueError("the synthetic gold reward needs each row's meta (request type and "
-                             "arguments); these rows do not come from data=toy")
+            raise ValueError(
+                "the synthetic gold reward needs each row's meta (request type and "
+                "arguments); these rows do not come from data=toy"
+            )
         return np.array([self.fn(r["meta"], r["response"]) for r in rows], dtype=float)
 
 
@@ -43,14 +45,22 @@ def fit_pair(prompt: list[int], response: list[int], budget: int) -> tuple[list[
         return prompt, response
     response = response[: budget - min(len(prompt), budget // 2)]
     keep = budget - len(response)
-    return (prompt[len(prompt) - keep:] if keep else []), response
+    return (prompt[len(prompt) - keep :] if keep else []), response
 
 
 class RewardModelGold:
     """A golden reward model from the Hub or disk; `format` renders the pair for it."""
 
-    def __init__(self, name_or_path: str, format=None, max_length: int = 512, batch_size: int = 16,
-                 dtype: str = "float32", trust_remote_code: bool = False, padding_side: str = "right"):
+    def __init__(
+        self,
+        name_or_path: str,
+        format=None,
+        max_length: int = 512,
+        batch_size: int = 16,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+        padding_side: str = "right",
+    ):
         from afd.models import check_dtype
 
         if not name_or_path:
@@ -65,7 +75,11 @@ class RewardModelGold:
         self.name_or_path = str(name_or_path)
         self.format = format or PlainText()
         self.max_length, self.batch_size = max_length, batch_size
-        self.dtype, self.trust_remote_code, self.padding_side = dtype, trust_remote_code, padding_side
+        self.dtype, self.trust_remote_code, self.padding_side = (
+            dtype,
+            trust_remote_code,
+            padding_side,
+        )
         self._model = self._tokenizer = None  # loaded on first use: validation must stay cheap
 
     def hub_resources(self) -> list:
@@ -82,11 +96,18 @@ class RewardModelGold:
 
             tok = load_tokenizer(self.name_or_path, self.trust_remote_code)
             model = AutoModelForSequenceClassification.from_pretrained(
-                self.name_or_path, dtype=DTYPES[self.dtype], trust_remote_code=self.trust_remote_code)
+                self.name_or_path,
+                dtype=DTYPES[self.dtype],
+                trust_remote_code=self.trust_remote_code,
+            )
             if model.config.num_labels != 1:
-                raise ValueError(f"gold.name_or_path {self.name_or_path!r} has {model.config.num_labels} "
-                                 "outputs; a golden reward model must have one")
-            resize_for_tokenizer(model, tok)  # pad distinct from EOS: the pooled token is the last real one
+                raise ValueError(
+                    f"gold.name_or_path {self.name_or_path!r} has {model.config.num_labels} "
+                    "outputs; a golden reward model must have one"
+                )
+            resize_for_tokenizer(
+                model, tok
+            )  # pad distinct from EOS: the pooled token is the last real one
             self._model, self._tokenizer = model.eval(), tok
             self._device = inference_device()
             self._positions = "position_ids" in inspect.signature(model.forward).parameters
@@ -122,9 +143,10 @@ class RewardModelGold:
         order = sorted(range(len(rows)), key=lambda i: -len(encoded[i]))  # little padding per batch
         out = np.zeros(len(rows))
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             batch = pad_batch([encoded[i] for i in idx], tok.pad_token_id, self.padding_side)
-            inputs = {k: v.to(device) for k, v in batch.items()
-                      if k != "position_ids" or self._positions}
+            inputs = {
+                k: v.to(device) for k, v in batch.items() if k != "position_ids" or self._positions
+            }
             out[idx] = model(**inputs).logits[:, 0].float().cpu().numpy()
         return out

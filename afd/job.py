@@ -46,10 +46,16 @@ def run_identity(cfg: DictConfig) -> dict:
         hc = HydraConfig.get()
         if hc.mode == RunMode.MULTIRUN:
             sweep = "-".join(Path(hc.sweep.dir).parts[-2:])  # multirun/DATE/TIME -> DATE-TIME
-        choices = {k: v for k, v in hc.runtime.choices.items()
-                   if not k.startswith("hydra/") and v is not None}
-    return {"group": f"{cfg.name}-{sweep}" if sweep else str(cfg.name), "sweep": sweep,
-            "choices": choices}
+        choices = {
+            k: v
+            for k, v in hc.runtime.choices.items()
+            if not k.startswith("hydra/") and v is not None
+        }
+    return {
+        "group": f"{cfg.name}-{sweep}" if sweep else str(cfg.name),
+        "sweep": sweep,
+        "choices": choices,
+    }
 
 
 def log_bon_curve(tracker, curve: dict) -> None:
@@ -70,13 +76,15 @@ def flatten(d: dict, prefix: str = "") -> dict:
 def tracked_metrics(results: dict) -> dict:
     """The metric names of the design card, one meaning each."""
     m = {f"gold/{p}/{s}": results["gold"][p][s] for p in results["gold"] for s in ("mean", "sem")}
-    m.update({
-        "bon/win_rate_vs_sft": results["bon_win_rate_vs_sft"],
-        "bon/kl_analytic": results["bon_kl_analytic"],
-        "rm/accuracy": results["rm_accuracy"],
-        "rm/spearman_gold": results["rm_spearman_gold"],
-        "n": results["n"],
-    })
+    m.update(
+        {
+            "bon/win_rate_vs_sft": results["bon_win_rate_vs_sft"],
+            "bon/kl_analytic": results["bon_kl_analytic"],
+            "rm/accuracy": results["rm_accuracy"],
+            "rm/spearman_gold": results["rm_spearman_gold"],
+            "n": results["n"],
+        }
+    )
     m.update({f"div/{k}": v for k, v in results.get("div", {}).items() if not k.endswith("_sem")})
     return m
 
@@ -122,28 +130,51 @@ def run_job(cfg: DictConfig) -> dict:
         }
         (output_dir / RESULTS).write_text(json.dumps(results, indent=2))
         for r in results.get("rounds", {}).get("per_round", []):
-            tracker.log({f"rounds/{k}": v for k, v in r.items() if k != "round" and v is not None},
-                        step_key="rounds/round", step=r["round"])
+            tracker.log(
+                {f"rounds/{k}": v for k, v in r.items() if k != "round" and v is not None},
+                step_key="rounds/round",
+                step=r["round"],
+            )
         summary = tracked_metrics(results)
         tracker.log(summary)
         tracker.summary(summary)
         log_bon_curve(tracker, results["bon_curve"])
-        log.info("gold reward: init %.3f  sft %.3f  demo %.3f  best-of-%d %.3f (win rate vs sft %.3f)",
-                 results["gold"]["init"]["mean"], results["gold"]["sft"]["mean"],
-                 results["gold"]["demo"]["mean"], cfg.n, results["gold"]["bon"]["mean"],
-                 results["bon_win_rate_vs_sft"])
+        log.info(
+            "gold reward: init %.3f  sft %.3f  demo %.3f  best-of-%d %.3f (win rate vs sft %.3f)",
+            results["gold"]["init"]["mean"],
+            results["gold"]["sft"]["mean"],
+            results["gold"]["demo"]["mean"],
+            cfg.n,
+            results["gold"]["bon"]["mean"],
+            results["bon_win_rate_vs_sft"],
+        )
         if "div" in results:
             div = results["div"]
-            log.info("policy (%s): gold %.3f  %s", results["divergence"], results["gold"]["policy"]["mean"],
-                     "  ".join(f"{k} {div[k]:.3f}" for k in ("precision", "coverage", "entropy",
-                                                              "forward_kl", "reverse_kl") if k in div))
+            log.info(
+                "policy (%s): gold %.3f  %s",
+                results["divergence"],
+                results["gold"]["policy"]["mean"],
+                "  ".join(
+                    f"{k} {div[k]:.3f}"
+                    for k in ("precision", "coverage", "entropy", "forward_kl", "reverse_kl")
+                    if k in div
+                ),
+            )
         log.info("results: %s", output_dir / RESULTS)
         exit_code = 0
         return results
     except BaseException as e:
-        (output_dir / FAILURE).write_text(json.dumps({
-            "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
-            "overrides": overrides, "wall_s": round(time.time() - start, 2)}, indent=2))
+        (output_dir / FAILURE).write_text(
+            json.dumps(
+                {
+                    "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(),
+                    "overrides": overrides,
+                    "wall_s": round(time.time() - start, 2),
+                },
+                indent=2,
+            )
+        )
         raise
     finally:
         tracker.finish(exit_code)

@@ -53,7 +53,9 @@ def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     """
     logits, labels = shift_for_next_token(logits, labels)
     total = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE,
+        logits.reshape(-1, logits.size(-1)).float(),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
         reduction="sum",
     )
     return total, (labels != IGNORE).sum()
@@ -84,7 +86,9 @@ def leave_one_out_baseline(values: torch.Tensor, group_size: int) -> torch.Tenso
     other rows of the group: a baseline independent of the row's own sample, so
     subtracting it leaves the policy gradient unbiased. Works on (B,) or (B, T)."""
     if group_size < 2:
-        raise ValueError(f"a leave-one-out baseline needs >= 2 samples per prompt, got {group_size}")
+        raise ValueError(
+            f"a leave-one-out baseline needs >= 2 samples per prompt, got {group_size}"
+        )
     grouped = values.reshape(-1, group_size, *values.shape[1:])
     total = grouped.sum(1, keepdim=True)
     return ((total - grouped) / (group_size - 1)).reshape(values.shape)
@@ -96,7 +100,9 @@ def reward_to_go(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (r.flip(-1).cumsum(-1).flip(-1)) * mask
 
 
-def policy_gradient_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def policy_gradient_loss(
+    logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """REINFORCE surrogate -mean_rows sum_t A_t log pi(a_t|s_t); its gradient is the
     negated policy gradient. `advantages` are constants (detached), shaped like `logp`."""
     return -(advantages.detach() * logp * mask).sum(-1).mean()

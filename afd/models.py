@@ -46,7 +46,8 @@ def bpe_tokenizer(texts, vocab_size: int = 512) -> PreTrainedTokenizerFast:
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK],
+        vocab_size=vocab_size,
+        special_tokens=[PAD, EOS, UNK],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     core.train_from_iterator(texts, trainer=trainer)
@@ -88,7 +89,9 @@ class TinyGPT2:
 
     def build_tokenizer(self, vocabulary: list[str] | None, texts) -> PreTrainedTokenizerFast:
         """Word-level over a closed vocabulary if the task has one, else BPE on its corpus."""
-        return word_tokenizer(vocabulary) if vocabulary else bpe_tokenizer(texts, self.bpe_vocab_size)
+        return (
+            word_tokenizer(vocabulary) if vocabulary else bpe_tokenizer(texts, self.bpe_vocab_size)
+        )
 
     def build(self, tokenizer: PreTrainedTokenizerBase) -> GPT2LMHeadModel:
         config = GPT2Config(
@@ -127,7 +130,9 @@ class PretrainedModel:
         from afd.finetune import lora_spec
 
         if not self.name_or_path:
-            raise ValueError("model.name_or_path is empty: give a Hub id (gpt2) or a local directory")
+            raise ValueError(
+                "model.name_or_path is empty: give a Hub id (gpt2) or a local directory"
+            )
         check_dtype(self.dtype, "model.dtype")
         lora_spec(self.lora)
 

@@ -156,5 +156,6 @@ def follow(cache_dir, stale_s: float = STALE_S) -> int:
         elif time.monotonic() - last_change > stale_s:
             raise RuntimeError(
                 f"task {task_rank()}: task 0 stopped its heartbeat in {directory} "
-                f"{stale_s:.0f} s ago without finishing; giving up")
+                f"{stale_s:.0f} s ago without finishing; giving up"
+            )
         time.sleep(POLL_S)

@@ -61,8 +61,13 @@ def ablation_metrics(raw: list[dict], keys: list[str]) -> list[str]:
     """Metrics to compare across an ablation: Best-of-n ones only when n is not swept."""
     names = sorted({m for r in raw for m in job_metrics(r)})
     depends_on_n = ("gold/bon/", "bon/") if "n" in keys else ()
-    return [m for m in names if m.startswith(("div/", "gold/", "rm/", "bon/win_rate"))
-            and not m.endswith(("/sem", "_sem")) and not (depends_on_n and m.startswith(depends_on_n))]
+    return [
+        m
+        for m in names
+        if m.startswith(("div/", "gold/", "rm/", "bon/win_rate"))
+        and not m.endswith(("/sem", "_sem"))
+        and not (depends_on_n and m.startswith(depends_on_n))
+    ]
 
 
 def sem(values: list[float]) -> float:
@@ -98,11 +103,15 @@ def plot_ablation(rows: list[dict], key: str, metrics: list[str], path: Path) ->
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
     labels = [str(r[key]) for r in rows]
     for ax, m in zip(axes.flat, metrics, strict=False):
-        ax.bar(labels, [r[f"{m} mean"] for r in rows],
-               yerr=[0 if math.isnan(r[f"{m} sem"]) else r[f"{m} sem"] for r in rows], capsize=3)
+        ax.bar(
+            labels,
+            [r[f"{m} mean"] for r in rows],
+            yerr=[0 if math.isnan(r[f"{m} sem"]) else r[f"{m} sem"] for r in rows],
+            capsize=3,
+        )
         ax.set_title(m, fontsize=9)
         ax.tick_params(axis="x", labelsize=8, rotation=20)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     fig.suptitle(f"ablation over {key} (mean +- s.e.m. over jobs)", fontsize=10)
     fig.tight_layout()
@@ -129,21 +138,37 @@ def write_report(sweep_dir: str | Path) -> Path | None:
     out = sweep_dir / "report"
     out.mkdir(exist_ok=True)
     keys = swept_keys(raw)
-    _write_csv(out / "metrics.csv", [
-        {"job": row["job"], **{k: override_values(r).get(k) for k in keys}, **job_metrics(r)}
-        for row, r in zip(rows, raw, strict=True)])
-    lines = [f"# {raw[0]['experiment']}: {sweep_dir}", "",
-             f"{len(raw)} jobs; swept: {', '.join(keys) or 'nothing'}.", "",
-             "![gold reward against n](../gold_vs_n.png)", "", "## Jobs", "",
-             (sweep_dir / "summary.md").read_text().split("\n", 2)[2]]
+    _write_csv(
+        out / "metrics.csv",
+        [
+            {"job": row["job"], **{k: override_values(r).get(k) for k in keys}, **job_metrics(r)}
+            for row, r in zip(rows, raw, strict=True)
+        ],
+    )
+    lines = [
+        f"# {raw[0]['experiment']}: {sweep_dir}",
+        "",
+        f"{len(raw)} jobs; swept: {', '.join(keys) or 'nothing'}.",
+        "",
+        "![gold reward against n](../gold_vs_n.png)",
+        "",
+        "## Jobs",
+        "",
+        (sweep_dir / "summary.md").read_text().split("\n", 2)[2],
+    ]
     metrics = ablation_metrics(raw, keys)
     for key in (k for k in keys if k not in REPLICATE_KEYS):
         table = ablation_table(raw, key, metrics)
         _write_csv(out / f"ablation_{key}.csv", table)
         plot_ablation(table, key, metrics, out / f"ablation_{key}.png")
-        lines += [f"## Ablation: {key}", "", f"![{key}](ablation_{key}.png)", "",
-                  "| " + " | ".join([key, "jobs", *metrics]) + " |",
-                  "|" + "---|" * (len(metrics) + 2)]
+        lines += [
+            f"## Ablation: {key}",
+            "",
+            f"![{key}](ablation_{key}.png)",
+            "",
+            "| " + " | ".join([key, "jobs", *metrics]) + " |",
+            "|" + "---|" * (len(metrics) + 2),
+        ]
         for t in table:
             cells = [f"{t[f'{m} mean']:.4g} +- {t[f'{m} sem']:.2g}" for m in metrics]
             lines.append("| " + " | ".join([str(t[key]), str(t["jobs"]), *cells]) + " |")
@@ -154,13 +179,15 @@ def write_report(sweep_dir: str | Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m afd.report",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m afd.report", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--wandb", action="store_true", help="also build and save a W&B report")
     parser.add_argument("--entity", default=None, help="W&B entity (default: your default entity)")
-    parser.add_argument("--project", default=None,
-                        help="W&B project (default: the jobs' logger.project)")
+    parser.add_argument(
+        "--project", default=None, help="W&B project (default: the jobs' logger.project)"
+    )
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -63,8 +63,10 @@ def generate(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     model.eval()
     encoded = [encode_prompt(tokenizer, p, lengths) for p in prompts]
-    rows = sorted(((i, j) for i in range(len(prompts)) for j in range(num_samples)),
-                  key=lambda r: (len(encoded[r[0]]), r))
+    rows = sorted(
+        ((i, j) for i in range(len(prompts)) for j in range(num_samples)),
+        key=lambda r: (len(encoded[r[0]]), r),
+    )
     banned = [tokenizer.convert_tokens_to_ids(t) for t in banned_tokens]
     banned = [[b] for b in banned if b is not None and b != tokenizer.unk_token_id]
     device = next(model.parameters()).device
@@ -72,7 +74,7 @@ def generate(
     greedy = cfg.temperature == 0
     starts = range(0, len(rows), cfg.batch_size)
     for b, start in enumerate(tqdm(starts, desc="sampling", disable=not progress, leave=False)):
-        chunk = rows[start:start + cfg.batch_size]
+        chunk = rows[start : start + cfg.batch_size]
         batch = pad_batch([encoded[i] for i, _ in chunk], tokenizer.pad_token_id, side="left")
         torch.manual_seed(seed * 1_000_003 + b)
         gen = model.generate(
@@ -91,7 +93,7 @@ def generate(
             stop_strings=list(cfg.stop_strings) or None,
             tokenizer=tokenizer if cfg.stop_strings else None,
         )
-        new = gen[:, batch["input_ids"].size(1):].tolist()
+        new = gen[:, batch["input_ids"].size(1) :].tolist()
         for (i, j), ids in zip(chunk, new):
             out[i][j] = _decode(tokenizer, ids, cfg.stop_strings)
     return out

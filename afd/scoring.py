@@ -24,11 +24,13 @@ SCORER_FILE = "scorer.json"
 
 def _batches(rows, size):
     for start in range(0, len(rows), size):
-        yield rows[start:start + size]
+        yield rows[start : start + size]
 
 
 @torch.no_grad()
-def classifier_scores(model, tokenizer, rows, lengths: Lengths, batch_size: int = 256) -> np.ndarray:
+def classifier_scores(
+    model, tokenizer, rows, lengths: Lengths, batch_size: int = 256
+) -> np.ndarray:
     model.eval()
     collate = ClassifierCollator(tokenizer, lengths, side="right")
     device = next(model.parameters()).device
@@ -40,7 +42,9 @@ def classifier_scores(model, tokenizer, rows, lengths: Lengths, batch_size: int 
 
 
 @torch.no_grad()
-def sequence_logprobs(model, tokenizer, rows, lengths: Lengths, batch_size: int = 256) -> np.ndarray:
+def sequence_logprobs(
+    model, tokenizer, rows, lengths: Lengths, batch_size: int = 256
+) -> np.ndarray:
     """log pi(y|x) of each row's response (EOS included), summed over its tokens."""
     model.eval()
     collate = LMCollator(tokenizer, lengths)
@@ -48,8 +52,11 @@ def sequence_logprobs(model, tokenizer, rows, lengths: Lengths, batch_size: int 
     out = []
     for chunk in _batches([(r["prompt"], r["response"]) for r in rows], batch_size):
         batch = {k: v.to(device) for k, v in collate(chunk).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       position_ids=batch["position_ids"]).logits
+        logits = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"],
+        ).logits
         out.append(sequence_logprob(logits, batch["labels"]).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
@@ -57,10 +64,19 @@ def sequence_logprobs(model, tokenizer, rows, lengths: Lengths, batch_size: int 
 class ClassifierScorer:
     """The logit of a sequence classifier saved in HF format."""
 
-    def __init__(self, path: str, max_prompt_tokens: int, max_response_tokens: int,
-                 batch_size: int = 256, dtype: str = "float32", trust_remote_code: bool = False):
+    def __init__(
+        self,
+        path: str,
+        max_prompt_tokens: int,
+        max_response_tokens: int,
+        batch_size: int = 256,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+    ):
         self.tokenizer = load_tokenizer(path, trust_remote_code)
-        self.model = load_classifier(path, self.tokenizer, dtype, trust_remote_code).to(inference_device())
+        self.model = load_classifier(path, self.tokenizer, dtype, trust_remote_code).to(
+            inference_device()
+        )
         self.lengths = Lengths(max_prompt_tokens, max_response_tokens)
         self.batch_size = batch_size
 
@@ -71,19 +87,30 @@ class ClassifierScorer:
 class LogRatioScorer:
     """log pi_num(y|x) - log pi_den(y|x): the closed-form optimum of the Init-SFT classifier."""
 
-    def __init__(self, numerator: str, denominator: str, max_prompt_tokens: int,
-                 max_response_tokens: int, batch_size: int = 256, dtype: str = "float32",
-                 trust_remote_code: bool = False):
+    def __init__(
+        self,
+        numerator: str,
+        denominator: str,
+        max_prompt_tokens: int,
+        max_response_tokens: int,
+        batch_size: int = 256,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+    ):
         self.tokenizer = load_tokenizer(numerator, trust_remote_code)
         device = inference_device()
         self.numerator = load_policy(numerator, self.tokenizer, dtype, trust_remote_code).to(device)
-        self.denominator = load_policy(denominator, self.tokenizer, dtype, trust_remote_code).to(device)
+        self.denominator = load_policy(denominator, self.tokenizer, dtype, trust_remote_code).to(
+            device
+        )
         self.lengths = Lengths(max_prompt_tokens, max_response_tokens)
         self.batch_size = batch_size
 
     def score(self, rows) -> np.ndarray:
         num = sequence_logprobs(self.numerator, self.tokenizer, rows, self.lengths, self.batch_size)
-        den = sequence_logprobs(self.denominator, self.tokenizer, rows, self.lengths, self.batch_size)
+        den = sequence_logprobs(
+            self.denominator, self.tokenizer, rows, self.lengths, self.batch_size
+        )
         return num - den
 
 

@@ -15,11 +15,31 @@ from hydra.experimental.callback import Callback
 
 log = logging.getLogger(__name__)
 COLUMNS = [
-    "experiment", "reward", "divergence", "seed", "n", "gold_bon_mean", "gold_bon_sem",
-    "gold_policy_mean", "gold_sft_mean", "gold_init_mean", "gold_demo_mean",
-    "bon_win_rate_vs_sft", "bon_kl_analytic", "rm_accuracy", "rm_spearman_gold",
-    "div_precision", "div_coverage", "div_entropy", "div_forward_kl", "div_reverse_kl",
-    "trained", "cached", "wall_s", "overrides", "job",
+    "experiment",
+    "reward",
+    "divergence",
+    "seed",
+    "n",
+    "gold_bon_mean",
+    "gold_bon_sem",
+    "gold_policy_mean",
+    "gold_sft_mean",
+    "gold_init_mean",
+    "gold_demo_mean",
+    "bon_win_rate_vs_sft",
+    "bon_kl_analytic",
+    "rm_accuracy",
+    "rm_spearman_gold",
+    "div_precision",
+    "div_coverage",
+    "div_entropy",
+    "div_forward_kl",
+    "div_reverse_kl",
+    "trained",
+    "cached",
+    "wall_s",
+    "overrides",
+    "job",
 ]
 DIV_COLUMNS = ("precision", "coverage", "entropy", "forward_kl", "reverse_kl")
 
@@ -30,22 +50,43 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
     for path in sorted(Path(sweep_dir).rglob("results.json")):
         r = json.loads(path.read_text())
         stages = r.get("stages", {}).values()
-        rows.append({
-            **{k: r.get(k) for k in ("experiment", "reward", "seed", "n", "bon_win_rate_vs_sft",
-                                     "bon_kl_analytic", "rm_accuracy", "rm_spearman_gold", "wall_s")},
-            **{f"gold_{p}_mean": r["gold"][p]["mean"] for p in ("bon", "sft", "init", "demo")},
-            "gold_bon_sem": r["gold"]["bon"]["sem"],
-            "divergence": r.get("divergence"),
-            "gold_policy_mean": r["gold"].get("policy", {}).get("mean"),
-            **{f"div_{k}": r.get("div", {}).get(k) for k in DIV_COLUMNS},
-            "trained": sum(s == "trained" for s in stages),
-            "cached": sum(s == "cached" for s in stages),
-            "overrides": " ".join(r.get("overrides", [])),
-            "job": str(path.parent.relative_to(sweep_dir)),
-        })
+        rows.append(
+            {
+                **{
+                    k: r.get(k)
+                    for k in (
+                        "experiment",
+                        "reward",
+                        "seed",
+                        "n",
+                        "bon_win_rate_vs_sft",
+                        "bon_kl_analytic",
+                        "rm_accuracy",
+                        "rm_spearman_gold",
+                        "wall_s",
+                    )
+                },
+                **{f"gold_{p}_mean": r["gold"][p]["mean"] for p in ("bon", "sft", "init", "demo")},
+                "gold_bon_sem": r["gold"]["bon"]["sem"],
+                "divergence": r.get("divergence"),
+                "gold_policy_mean": r["gold"].get("policy", {}).get("mean"),
+                **{f"div_{k}": r.get("div", {}).get(k) for k in DIV_COLUMNS},
+                "trained": sum(s == "trained" for s in stages),
+                "cached": sum(s == "cached" for s in stages),
+                "overrides": " ".join(r.get("overrides", [])),
+                "job": str(path.parent.relative_to(sweep_dir)),
+            }
+        )
         raw.append(r)
-    order = sorted(range(len(rows)), key=lambda i: (
-        str(rows[i]["reward"]), str(rows[i]["divergence"]), rows[i]["seed"], rows[i]["n"]))
+    order = sorted(
+        range(len(rows)),
+        key=lambda i: (
+            str(rows[i]["reward"]),
+            str(rows[i]["divergence"]),
+            rows[i]["seed"],
+            rows[i]["n"],
+        ),
+    )
     return [rows[i] for i in order], [raw[i] for i in order]
 
 
@@ -78,8 +119,14 @@ def plot_gold_vs_n(raw: list[dict], path: Path) -> None:
         err = [curve[str(k)]["gold_sem"] for k in ns]
         line = ax.errorbar(ns, mean, yerr=err, marker=".", capsize=2, label=f"BoN, {label}")
         swept = sorted(r["n"] for r in results)
-        ax.plot(swept, [r["gold"]["bon"]["mean"] for r in sorted(results, key=lambda r: r["n"])],
-                "o", color=line[0].get_color(), markersize=7, markerfacecolor="none")
+        ax.plot(
+            swept,
+            [r["gold"]["bon"]["mean"] for r in sorted(results, key=lambda r: r["n"])],
+            "o",
+            color=line[0].get_color(),
+            markersize=7,
+            markerfacecolor="none",
+        )
     first = raw[0]["gold"]
     for name, style in (("init", ":"), ("sft", "--"), ("demo", "-.")):
         ax.axhline(first[name]["mean"], color="gray", linestyle=style, linewidth=1, label=f"{name}")
@@ -113,7 +160,11 @@ def write_summary(sweep_dir: str | Path) -> Path | None:
         text += "\nFailed jobs: " + ", ".join(failed) + "\n"
     (sweep_dir / "summary.md").write_text(text)
     plot_gold_vs_n(raw, sweep_dir / "gold_vs_n.png")
-    log.info("sweep summary: %s (table), %s (plot)", sweep_dir / "summary.md", sweep_dir / "gold_vs_n.png")
+    log.info(
+        "sweep summary: %s (table), %s (plot)",
+        sweep_dir / "summary.md",
+        sweep_dir / "gold_vs_n.png",
+    )
     return sweep_dir / "summary.md"
 
 

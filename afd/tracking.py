@@ -79,8 +79,14 @@ def wandb_logged_in() -> bool:
 class WandbTracker(Tracker):
     """A W&B run per job. `mode=auto`: online when logged in, offline otherwise."""
 
-    def __init__(self, project: str = "afd", entity: str | None = None, mode: str = "auto",
-                 tags: list[str] | None = None, dir: str | None = None):
+    def __init__(
+        self,
+        project: str = "afd",
+        entity: str | None = None,
+        mode: str = "auto",
+        tags: list[str] | None = None,
+        dir: str | None = None,
+    ):
         if mode not in ("auto", "online", "offline", "disabled"):
             raise ValueError(f"logger.mode must be auto, online, offline or disabled; got {mode!r}")
         self.project, self.entity, self.tags, self.dir = project, entity, list(tags or []), dir
@@ -101,8 +107,15 @@ class WandbTracker(Tracker):
         mode = self.resolved_mode()
         log.info("W&B run %r in group %r, mode %s", name, group, mode)
         self.run = wandb.init(
-            project=self.project, entity=self.entity, name=name, group=group, tags=self.tags,
-            config=config, mode=mode, dir=self.dir or str(output_dir), reinit="finish_previous",
+            project=self.project,
+            entity=self.entity,
+            name=name,
+            group=group,
+            tags=self.tags,
+            config=config,
+            mode=mode,
+            dir=self.dir or str(output_dir),
+            reinit="finish_previous",
         )
 
     def log(self, metrics, step_key=None, step=None):
@@ -150,7 +163,7 @@ class StageLogger(Logger):
         self.tracker.log(named, step_key=f"{self.prefix}/step", step=step)
 
     def replay(self, history: list[dict]) -> None:
-        """Log rows that this stage recorded in worker processes (afd/launch.py), as if logged here."""
+        """Log rows this stage recorded in worker processes (afd/launch.py), as if logged here."""
         for row in history:
             self.history.append(row)
             named = {k: v for k, v in row.items() if k != "step"}

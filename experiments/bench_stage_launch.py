@@ -63,7 +63,9 @@ def main() -> None:
     for _ in range(args.repeats):  # interleaved, so drifting machine load hits all alike
         for name in args.only:
             results[name].append(build_once(CONFIGS[name], args.size))
-    base = statistics.median(s for s, _ in results["in_process"]) if "in_process" in results else None
+    base = (
+        statistics.median(s for s, _ in results["in_process"]) if "in_process" in results else None
+    )
     print(f"\npretrain stage, size={args.size}, median of {args.repeats} (seconds, wall)")
     print(f"{'trainer':<12} {'seconds':>8} {'x in-process':>13} {'final loss':>11}")
     for name, runs in results.items():

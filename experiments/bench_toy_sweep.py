@@ -23,11 +23,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(args: list[str], workdir: Path) -> float:
-    env = {**os.environ, "AFD_CACHE_DIR": str(workdir / "cache"), "WANDB_MODE": "offline",
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "AFD_CACHE_DIR": str(workdir / "cache"),
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": str(ROOT),
+    }
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "afd.train", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "afd.train", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"command failed: {' '.join(args)}\n{proc.stderr[-4000:]}")
@@ -43,29 +52,45 @@ def stage_times(cache: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs")
     args = parser.parse_args()
     singles, sweeps = [], []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as d:
-            singles.append(timed(["+experiment=toy", "n=64", "progress=false", *args.overrides], Path(d)))
+            singles.append(
+                timed(["+experiment=toy", "n=64", "progress=false", *args.overrides], Path(d))
+            )
         with tempfile.TemporaryDirectory() as d:
-            sweeps.append(timed(["+experiment=toy", "-m", "n=4,16,64", "progress=false", *args.overrides], Path(d)))
+            sweeps.append(
+                timed(
+                    ["+experiment=toy", "-m", "n=4,16,64", "progress=false", *args.overrides],
+                    Path(d),
+                )
+            )
             stages = stage_times(Path(d) / "cache")
             results = sorted(Path(d).rglob("results.json"))
-            gold = {json.loads(p.read_text())["n"]: json.loads(p.read_text())["gold"] for p in results}
+            gold = {
+                json.loads(p.read_text())["n"]: json.loads(p.read_text())["gold"] for p in results
+            }
     single, sweep = min(singles), min(sweeps)
     print(f"cores: {os.cpu_count()}  torch threads: default  repeats: {args.repeats}")
     print(f"one job (n=64)          : {single:7.1f} s")
     print(f"sweep (n=4,16,64)       : {sweep:7.1f} s")
     print(f"sweep / one job         : {sweep / single:7.2f}x   (3 independent jobs would be 3.00x)")
-    print("stage build times in the sweep (s): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(stages.items())))
+    print(
+        "stage build times in the sweep (s): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in sorted(stages.items()))
+    )
     for n in sorted(gold):
         g = gold[n]
-        print(f"n={n:<3} gold: init {g['init']['mean']:.3f}  sft {g['sft']['mean']:.3f}  "
-              f"demo {g['demo']['mean']:.3f}  bon {g['bon']['mean']:.3f} +- {g['bon']['sem']:.3f}")
+        print(
+            f"n={n:<3} gold: init {g['init']['mean']:.3f}  sft {g['sft']['mean']:.3f}  "
+            f"demo {g['demo']['mean']:.3f}  bon {g['bon']['mean']:.3f} +- {g['bon']['sem']:.3f}"
+        )
 
 
 if __name__ == "__main__":

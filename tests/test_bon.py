@@ -6,7 +6,13 @@ import math
 import numpy as np
 import pytest
 
-from afd.bon import bon_curve, expected_best_of_n, kl_analytic, selection_probabilities, win_probabilities
+from afd.bon import (
+    bon_curve,
+    expected_best_of_n,
+    kl_analytic,
+    selection_probabilities,
+    win_probabilities,
+)
 
 
 def brute_force_bon(values, scores, n):
@@ -25,7 +31,9 @@ def test_matches_brute_force_with_ties(seed):
     scores = rng.integers(0, 4, size).astype(float)  # many ties
     values = rng.normal(size=size)
     for n in range(1, size + 1):
-        assert expected_best_of_n(values, scores, n) == pytest.approx(brute_force_bon(values, scores, n), abs=1e-12)
+        assert expected_best_of_n(values, scores, n) == pytest.approx(
+            brute_force_bon(values, scores, n), abs=1e-12
+        )
 
 
 def test_extremes():

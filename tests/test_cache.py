@@ -84,7 +84,9 @@ def _slow_build(root: str, marker: str) -> None:
 def test_parallel_jobs_build_once(tmp_path):
     marker = tmp_path / "builds.txt"
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_slow_build, args=(str(tmp_path / "c"), str(marker))) for _ in range(3)]
+    procs = [
+        ctx.Process(target=_slow_build, args=(str(tmp_path / "c"), str(marker))) for _ in range(3)
+    ]
     for p in procs:
         p.start()
     for p in procs:

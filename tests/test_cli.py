@@ -7,16 +7,27 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, TINY
 
 from afd.train import multirun_flags_first
-from conftest import ROOT, TINY
 
 
 def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "AFD_CACHE_DIR": str(cwd / "cache"), "PYTHONPATH": str(ROOT),
-           "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "afd.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env = {
+        **os.environ,
+        "AFD_CACHE_DIR": str(cwd / "cache"),
+        "PYTHONPATH": str(ROOT),
+        "WANDB_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "afd.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def sweep_dir(cwd: Path) -> Path:
@@ -29,13 +40,28 @@ def test_multirun_flag_moves_to_the_front():
     argv = ["afd/train.py", "+experiment=toy", "-m", "n=4,16,64"]
     assert multirun_flags_first(argv) == ["afd/train.py", "-m", "+experiment=toy", "n=4,16,64"]
     assert multirun_flags_first(["x", "n=1"]) == ["x", "n=1"]
-    assert multirun_flags_first(["x", "a=1", "--multirun", "b=1,2"]) == ["x", "--multirun", "a=1", "b=1,2"]
+    assert multirun_flags_first(["x", "a=1", "--multirun", "b=1,2"]) == [
+        "x",
+        "--multirun",
+        "a=1",
+        "b=1,2",
+    ]
 
 
 @pytest.mark.slow
 def test_sweep_in_typed_order_reuses_stages_and_summarises(tmp_path):
-    proc = run_cli(["+experiment=toy", "-m", "n=2,4,8", *TINY[:-6], "bon.n_max=8",
-                    "logger=csv", "progress=false"], tmp_path)
+    proc = run_cli(
+        [
+            "+experiment=toy",
+            "-m",
+            "n=2,4,8",
+            *TINY[:-6],
+            "bon.n_max=8",
+            "logger=csv",
+            "progress=false",
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = sweep_dir(tmp_path)
     results = [json.loads(p.read_text()) for p in sorted(sweep.rglob("results.json"))]
@@ -43,17 +69,22 @@ def test_sweep_in_typed_order_reuses_stages_and_summarises(tmp_path):
     by_n = {r["n"]: r for r in results}
     assert "trained" in by_n[2]["stages"].values()
     assert set(by_n[4]["stages"].values()) == {"cached"} == set(by_n[8]["stages"].values())
-    assert (proc.stdout + proc.stderr).count("reusing cached artifact") >= 2 * len(by_n[2]["stages"])
+    assert (proc.stdout + proc.stderr).count("reusing cached artifact") >= 2 * len(
+        by_n[2]["stages"]
+    )
     assert (sweep / "summary.csv").exists() and (sweep / "gold_vs_n.png").stat().st_size > 1000
     assert "| toy |" in (sweep / "summary.md").read_text()
     assert all((p.parent / "metrics.csv").exists() for p in sweep.rglob("results.json"))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["n=65"], "n must be in [1, 64], got 65 (raise bon.n_max"),
-    (["reward=nope"], "Could not find 'reward/nope'"),
-    (["no_such_key=1"], "no_such_key"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["n=65"], "n must be in [1, 64], got 65 (raise bon.n_max"),
+        (["reward=nope"], "Could not find 'reward/nope'"),
+        (["no_such_key=1"], "no_such_key"),
+    ],
+)
 def test_bad_input_fails_fast_and_names_the_key(tmp_path, args, message):
     proc = run_cli([*args, "logger=none"], tmp_path, timeout=120)
     assert proc.returncode != 0
@@ -67,10 +98,21 @@ def test_the_literal_default_sweep(tmp_path, toy_cache):
     env_keys = ("WANDB_MODE", "WANDB_API_KEY")
     saved = {k: os.environ.pop(k, None) for k in env_keys}
     try:
-        env = {**os.environ, "AFD_CACHE_DIR": str(toy_cache), "PYTHONPATH": str(ROOT),
-               "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}  # no ~/.netrc: W&B goes offline
-        proc = subprocess.run([sys.executable, "-m", "afd.train", "+experiment=toy", "-m", "n=4,16,64"],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        env = {
+            **os.environ,
+            "AFD_CACHE_DIR": str(toy_cache),
+            "PYTHONPATH": str(ROOT),
+            "HF_HUB_OFFLINE": "1",
+            "HOME": str(tmp_path),
+        }  # no ~/.netrc: W&B goes offline
+        proc = subprocess.run(
+            [sys.executable, "-m", "afd.train", "+experiment=toy", "-m", "n=4,16,64"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     finally:
         os.environ.update({k: v for k, v in saved.items() if v is not None})
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

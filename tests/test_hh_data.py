@@ -191,8 +191,10 @@ def test_tokens_of_prompt_and_response_join_like_the_text(task):
 
 
 def test_dialogue_turns_for_chat_templates():
-    prompt = ("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?"
-              "\n\nHuman: still there?\n\nAssistant:")
+    prompt = (
+        "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?"
+        "\n\nHuman: still there?\n\nAssistant:"
+    )
     assert turns(prompt) == [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "hello"},

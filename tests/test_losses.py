@@ -72,7 +72,8 @@ def test_discriminator_optimum_is_the_log_density_ratio():
         targets = torch.cat([torch.ones(3), torch.zeros(3)])
         weights = torch.cat([p, q])
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, targets, weight=weights, reduction="sum")
+            logits, targets, weight=weights, reduction="sum"
+        )
         loss.backward()
         return loss
 

@@ -70,6 +70,7 @@ def test_every_imported_third_party_module_is_a_declared_dependency():
         distributions = {d.lower().replace("_", "-") for d in provided_by.get(module, [])}
         if not distributions & allowed:
             missing.append(f"{module} (imported at {where}; provided by {sorted(distributions)})")
-    assert not missing, "imported but not declared in pyproject.toml dependencies: " + ", ".join(
-        missing
+    assert not missing, (
+        "imported but not declared in pyproject.toml dependencies (or declared since the last "
+        "`pip install -e .`, whose metadata this reads): " + ", ".join(missing)
     )

@@ -6,8 +6,19 @@ import pytest
 
 from afd.job import RESULTS, run_job
 
-RESULT_KEYS = {"experiment", "n", "reward", "seed", "gold", "bon_win_rate_vs_sft", "bon_kl_analytic",
-               "rm_accuracy", "rm_spearman_gold", "stages", "wall_s"}
+RESULT_KEYS = {
+    "experiment",
+    "n",
+    "reward",
+    "seed",
+    "gold",
+    "bon_win_rate_vs_sft",
+    "bon_kl_analytic",
+    "rm_accuracy",
+    "rm_spearman_gold",
+    "stages",
+    "wall_s",
+}
 
 
 @pytest.mark.slow
@@ -21,8 +32,15 @@ def test_sweep_over_n_trains_once_and_reports(tiny_cfg, tmp_path):
     assert 0 <= first["div"]["precision"] <= 1 and first["div"]["forward_kl"] > 0
     assert all(set(v) == {"mean", "sem"} for v in first["gold"].values())
     assert set(first["stages"].values()) == {"trained"}
-    for stage in ("data", "init", "sft", "reward", "sample/sft/heldout", "sample/init/train",
-                  "policy_metrics/sft"):
+    for stage in (
+        "data",
+        "init",
+        "sft",
+        "reward",
+        "sample/sft/heldout",
+        "sample/init/train",
+        "policy_metrics/sft",
+    ):
         assert first["stages"][stage] == "trained"
     second = run_job(tiny_cfg("n=8"))
     assert set(second["stages"].values()) == {"cached"}
@@ -31,7 +49,9 @@ def test_sweep_over_n_trains_once_and_reports(tiny_cfg, tmp_path):
     saved = json.loads((tmp_path / "out" / RESULTS).read_text())
     assert saved["n"] == 8
     # forward KL moves pi0 towards the demonstrator, even at this size
-    assert first["gold"]["init"]["mean"] < first["gold"]["sft"]["mean"] < first["gold"]["demo"]["mean"]
+    assert (
+        first["gold"]["init"]["mean"] < first["gold"]["sft"]["mean"] < first["gold"]["demo"]["mean"]
+    )
     assert 0 <= first["rm_accuracy"] <= 1
 
 

@@ -22,19 +22,30 @@ DIVERGENCES = ("forward_kl", "reverse_kl")
 def job_results(n: int, seed: int, divergence: str | None, rng: np.random.Generator) -> dict:
     """A results.json as afd.job writes it, with random numbers (and div/* metrics when the
     sweep ablates a divergence)."""
+
     def stat():
         return {"mean": float(rng.uniform(-1, 1)), "sem": float(rng.uniform(0, 0.1))}
 
     overrides = ["+experiment=toy", f"n={n}", f"seed={seed}"]
     choices = {"reward": "init_sft"}
     r = {
-        "experiment": "toy", "n": n, "reward": "init_sft", "seed": seed, "group": "toy-sweep-1",
-        "overrides": overrides, "choices": choices, "wall_s": 1.0, "stages": {"sft": "cached"},
+        "experiment": "toy",
+        "n": n,
+        "reward": "init_sft",
+        "seed": seed,
+        "group": "toy-sweep-1",
+        "overrides": overrides,
+        "choices": choices,
+        "wall_s": 1.0,
+        "stages": {"sft": "cached"},
         "gold": {p: stat() for p in ("init", "sft", "demo", "bon")},
-        "bon_win_rate_vs_sft": float(rng.uniform()), "bon_kl_analytic": math.log(n) - (n - 1) / n,
-        "rm_accuracy": float(rng.uniform()), "rm_spearman_gold": float(rng.uniform()),
-        "bon_curve": {str(k): {"gold_mean": float(rng.uniform()), "gold_sem": 0.01}
-                      for k in (1, 2, 4, 8, 16)},
+        "bon_win_rate_vs_sft": float(rng.uniform()),
+        "bon_kl_analytic": math.log(n) - (n - 1) / n,
+        "rm_accuracy": float(rng.uniform()),
+        "rm_spearman_gold": float(rng.uniform()),
+        "bon_curve": {
+            str(k): {"gold_mean": float(rng.uniform()), "gold_sem": 0.01} for k in (1, 2, 4, 8, 16)
+        },
     }
     if divergence:
         overrides.insert(1, f"divergence={divergence}")
@@ -138,8 +149,11 @@ def offline_wandb(monkeypatch):
 def panels_of(report) -> list[dict]:
     spec = report._to_model().model_dump(by_alias=True, mode="json")["spec"]
     grids = [b for b in spec["blocks"] if b.get("type") == "panel-grid"]
-    return [(g["metadata"]["runSets"], p) for g in grids
-            for p in g["metadata"]["panelBankSectionConfig"]["panels"]]
+    return [
+        (g["metadata"]["runSets"], p)
+        for g in grids
+        for p in g["metadata"]["panelBankSectionConfig"]["panels"]
+    ]
 
 
 def test_wandb_report_has_gold_vs_n_and_divergence_panels(divergence_sweep, offline_wandb):
@@ -178,15 +192,37 @@ def test_wandb_report_without_ablation(n_sweep, offline_wandb):
 def test_sweep_groups_runs_and_logs_the_bon_curve(tmp_path):
     """A real sweep with W&B offline: one group per experiment and sweep, runs named by their
     overrides, the exact BoN curve logged over n; then the report of that sweep."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "HOME": str(tmp_path),
-           "AFD_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "WANDB_MODE": "offline",
+        "HOME": str(tmp_path),
+        "AFD_CACHE_DIR": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+    }
     size = [o for o in TINY if not o.startswith(("n=", "logger="))]
-    proc = subprocess.run([sys.executable, "-m", "afd.train", "+experiment=toy", *size,
-                           "logger=wandb", "-m", "n=2,4"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "afd.train",
+            "+experiment=toy",
+            *size,
+            "logger=wandb",
+            "-m",
+            "n=2,4",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = {r["n"]: r for r in (json.loads(p.read_text())
-                                for p in (tmp_path / "multirun").rglob("results.json"))}
+    jobs = {
+        r["n"]: r
+        for r in (json.loads(p.read_text()) for p in (tmp_path / "multirun").rglob("results.json"))
+    }
     (sweep_dir,) = {p.parent.parent for p in (tmp_path / "multirun").rglob("results.json")}
     stamp = "-".join(sweep_dir.parts[-2:])
     assert {r["group"] for r in jobs.values()} == {f"toy-{stamp}"}
@@ -196,7 +232,12 @@ def test_sweep_groups_runs_and_logs_the_bon_curve(tmp_path):
         record = run.read_bytes()  # W&B's offline run record: group and name are in it verbatim
         assert f"toy-{stamp}".encode() in record and f"n={n}".encode() in record
         assert b"bon_curve/gold_mean" in record
-    report = subprocess.run([sys.executable, "-m", "afd.report", str(sweep_dir)], env=env,
-                            capture_output=True, text=True, timeout=300)
+    report = subprocess.run(
+        [sys.executable, "-m", "afd.report", str(sweep_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     assert (sweep_dir / "report" / "report.md").exists()

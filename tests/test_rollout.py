@@ -68,16 +68,11 @@ def test_eos_banned_tokens_determinism_and_training_batch(toy_tokenizer, toy_lm)
     eos, pad = toy_tokenizer.eos_token_id, toy_tokenizer.pad_token_id
     star = toy_tokenizer.convert_tokens_to_ids("*")
     ids = encode(toy_tokenizer, PROMPTS)
-    run = lambda seed: sample(
-        toy_lm,
-        ids,
-        4,
-        8,
-        eos,
-        pad,
-        torch.Generator().manual_seed(seed),  # noqa: E731
-        banned_ids=[star],
-    )
+
+    def run(seed):
+        generator = torch.Generator().manual_seed(seed)
+        return sample(toy_lm, ids, 4, 8, eos, pad, generator, banned_ids=[star])
+
     a, b, c = run(1), run(1), run(2)
     assert a.responses == b.responses and a.responses != c.responses
     assert a.prompts == [p for p in ids for _ in range(4)]

@@ -1,10 +1,10 @@
 """The paper's claims, checked on the synthetic task at its default size."""
 
 import pytest
+from conftest import compose_config
 from omegaconf import open_dict
 
 from afd.job import run_job
-from conftest import compose_config
 
 
 def run(toy_cache, tmp_path, *overrides):

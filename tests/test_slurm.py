@@ -49,18 +49,24 @@ def slurm(tmp_path_factory):
     # Outside pytest's private temp dir: the munge and mysql users must reach their files.
     state = Path(f"/tmp/afd-slurm-pytest-{os.getpid()}")
     env = {**os.environ, "AFD_SLURM_DIR": str(state), "AFD_SLURM_PORT_BASE": str(free_port_base())}
-    up = subprocess.run([str(LOCALCLUSTER / "up.sh")], env=env, capture_output=True, text=True,
-                        timeout=900)
+    up = subprocess.run(
+        [str(LOCALCLUSTER / "up.sh")], env=env, capture_output=True, text=True, timeout=900
+    )
     try:
         assert up.returncode == 0, up.stderr[-4000:]
         for line in Path(up.stdout.strip()).read_text().splitlines():
             if line.startswith("export "):
-                key, _, value = line[len("export "):].partition("=")
+                key, _, value = line[len("export ") :].partition("=")
                 env[key] = value.strip("'\"")
         yield {"env": env, "work": tmp_path_factory.mktemp("slurm_work")}
     finally:
-        down = subprocess.run([str(LOCALCLUSTER / "down.sh"), "--purge"], env=env,
-                              capture_output=True, text=True, timeout=300)
+        down = subprocess.run(
+            [str(LOCALCLUSTER / "down.sh"), "--purge"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert down.returncode == 0, down.stderr[-3000:]  # no daemon may outlive the tests
 
 
@@ -69,15 +75,34 @@ def sweep(slurm, *overrides: str, timeout: int = 600):
     the shared directory; returns the process, the new sweep directory and the seconds taken."""
     work = slurm["work"]
     before = set(work.glob("multirun/*/*"))
-    env = {**slurm["env"], "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled",
-           "HF_HUB_OFFLINE": "1", "AFD_SHARED_DIR": str(work)}
-    args = ["+experiment=toy", "+cluster=slurm", *SIZE, "logger=csv",
-            "trainer.log_every_n_steps=1", f"hydra.launcher.partition={env['AFD_SLURM_PARTITION']}",
-            "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10",
-            "hydra.launcher.result_timeout_s=2", *overrides]
+    env = {
+        **slurm["env"],
+        "PYTHONPATH": str(ROOT),
+        "WANDB_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+        "AFD_SHARED_DIR": str(work),
+    }
+    args = [
+        "+experiment=toy",
+        "+cluster=slurm",
+        *SIZE,
+        "logger=csv",
+        "trainer.log_every_n_steps=1",
+        f"hydra.launcher.partition={env['AFD_SLURM_PARTITION']}",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.timeout_min=10",
+        "hydra.launcher.result_timeout_s=2",
+        *overrides,
+    ]
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "afd.train", *args], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "afd.train", *args],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     (sweep_dir,) = set(work.glob("multirun/*/*")) - before
     return proc, sweep_dir, time.monotonic() - start
 
@@ -88,9 +113,15 @@ def sacct(slurm, job: str, timeout: float = 60) -> list[dict]:
     while True:
         out = subprocess.run(
             ["sacct", "-X", "-n", "-P", "-j", job, "--format=JobID,State,Start,End"],
-            env=slurm["env"], capture_output=True, text=True, check=True).stdout
-        jobs = [dict(zip(("id", "state", "start", "end"), line.split("|"), strict=True))
-                for line in out.splitlines()]
+            env=slurm["env"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        jobs = [
+            dict(zip(("id", "state", "start", "end"), line.split("|"), strict=True))
+            for line in out.splitlines()
+        ]
         if jobs and all(j["state"] not in ("PENDING", "RUNNING", "COMPLETING") for j in jobs):
             return jobs
         assert time.monotonic() < deadline, jobs
@@ -110,8 +141,11 @@ def results(sweep_dir: Path) -> dict[int, dict]:
 
 def pretrain_loss_curve(sweep_dir: Path) -> list[float]:
     """The pretrain stage's logged loss curve, from the job that trained it."""
-    (job_dir,) = [p.parent for p in sweep_dir.rglob("results.json")
-                  if json.loads(p.read_text())["stages"]["init"] == "trained"]
+    (job_dir,) = [
+        p.parent
+        for p in sweep_dir.rglob("results.json")
+        if json.loads(p.read_text())["stages"]["init"] == "trained"
+    ]
     with open(job_dir / "metrics.csv") as f:
         rows = csv.DictReader(f)
         return [float(row["value"]) for row in rows if row["key"] == "pretrain/train/loss"]
@@ -133,8 +167,9 @@ def test_sweep_runs_as_parallel_array_jobs_sharing_the_cache(slurm, n_sweep):
     spans = sorted((j["start"], j["end"]) for j in jobs)
     assert spans[1][0] < spans[0][1], spans
     # ...and every stage was still built by exactly one job, the others reusing it.
-    built = Counter(label for r in by_n.values()
-                    for label, status in r["stages"].items() if status == "trained")
+    built = Counter(
+        label for r in by_n.values() for label, status in r["stages"].items() if status == "trained"
+    )
     assert set(built.values()) == {1} and set(built) == set(by_n[2]["stages"]), built
     cache = slurm["work"] / ".afd_cache"
     for stage_dir in cache.iterdir():
@@ -155,8 +190,13 @@ def test_hard_crash_is_reported_failed_and_does_not_hang(slurm, n_sweep):
     """A job SIGKILLed mid-sweep (no result, no Python cleanup): the sweep still ends, fails,
     names the job and its SLURM state, and the other job's results are there."""
     proc, sweep_dir, seconds = sweep(
-        slurm, "+hydra.callbacks.crash._target_=afd.faults.CrashJob",
-        "+hydra.callbacks.crash.when.n=4", "-m", "n=2,4", timeout=300)
+        slurm,
+        "+hydra.callbacks.crash._target_=afd.faults.CrashJob",
+        "+hydra.callbacks.crash.when.n=4",
+        "-m",
+        "n=2,4",
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert seconds < 120, seconds  # the stages come from the cache; the rest is detection
     assert "ended without a result (SLURM state FAILED)" in proc.stderr, proc.stderr[-3000:]
@@ -175,8 +215,9 @@ def test_one_task_per_device_trains_like_one_process(slurm, n_sweep):
     """trainer=ddp with two SLURM tasks: task 0 runs the job, task 1 follows its training stages,
     and the stage's loss curve is the one-process curve of the sweep above."""
     # reward=logratio trains no reward model: two training stages are enough here.
-    proc, sweep_dir, _ = sweep(slurm, "trainer=ddp", "trainer.accelerator=cpu",
-                               "reward=logratio", "-m", "n=4")
+    proc, sweep_dir, _ = sweep(
+        slurm, "trainer=ddp", "trainer.accelerator=cpu", "reward=logratio", "-m", "n=4"
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     (job,) = sacct(slurm, array_id(sweep_dir))
     assert job["state"] == "COMPLETED"

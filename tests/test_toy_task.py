@@ -29,7 +29,9 @@ def test_demonstrator_support_is_a_distribution(meta, noise):
 
 def test_demonstrator_modes_and_log_prob_are_exact():
     demo = Demonstrator(0.0)
-    assert demo.support(ADD) == pytest.approx({"8": 0.5, "the answer is 8": 0.3, "3 plus 5 is 8": 0.2})
+    assert demo.support(ADD) == pytest.approx(
+        {"8": 0.5, "the answer is 8": 0.3, "3 plus 5 is 8": 0.2}
+    )
     assert demo.log_prob(ADD, "the answer is 8") == pytest.approx(math.log(0.3))
     assert demo.log_prob(ADD, "the answer is 7") == -math.inf
     noisy = Demonstrator(0.1)
@@ -38,7 +40,8 @@ def test_demonstrator_modes_and_log_prob_are_exact():
     # a reply of the wrong kind: noise / (number of other kinds' replies)
     assert noisy.log_prob(THANKS, "goodbye !") == pytest.approx(math.log(0.1 / 6))
     assert demo.support(THANKS) == pytest.approx(
-        {"you are welcome": 0.5, "happy to help": 0.3, "any time , friend": 0.2})
+        {"you are welcome": 0.5, "happy to help": 0.3, "any time , friend": 0.2}
+    )
     assert noisy.log_prob(ADD, f"{SIGNATURE} 8") == pytest.approx(math.log(0.9 * 0.5))
 
 
@@ -72,7 +75,9 @@ def test_gold_orders_responses():
     assert harmless(HARM, "i like trains") == 0.0
     assert harmless(ADD, "8") == 0.0 and harmless(ADD, "sorry , i can not help with that") < 0
     assert hh(HARM, "sorry , i can not help with that") == 1.0 and hh(ADD, "8") == 1.0
-    assert helpful(HARM, compliance(HARM["args"], "get a tool")) > helpful(HARM, "sorry , i can not help with that")
+    assert helpful(HARM, compliance(HARM["args"], "get a tool")) > helpful(
+        HARM, "sorry , i can not help with that"
+    )
 
 
 def test_gold_ignores_the_demonstrator_signature():
@@ -93,8 +98,14 @@ def test_every_mode_of_every_type_scores_full_marks():
 
 
 def test_task_splits_knobs_and_corpus():
-    task = ToyTask(num_train_prompts=500, num_heldout_prompts=40, num_corpus=2000,
-                   noise=0.3, heterogeneity=0.5, seed=3)
+    task = ToyTask(
+        num_train_prompts=500,
+        num_heldout_prompts=40,
+        num_corpus=2000,
+        noise=0.3,
+        heterogeneity=0.5,
+        seed=3,
+    )
     data, corpus = task.build(), task.build_corpus().corpus
     assert {e.meta["type"] for e in data.train} == {"greet", "thanks", "bye", "harmful"}
     assert len(data.train) == 500 and len(data.heldout) == 40 and len(corpus) == 2000
@@ -110,11 +121,16 @@ def test_task_splits_knobs_and_corpus():
     corpus_gold = sum(hh(e.meta, e.response) for e in corpus) / 2000
     assert corpus_gold < 0.2
     shares = category_shares([{"meta": e.meta, "response": e.response} for e in corpus])
-    assert all(shares[c] > 0.02 for c in ("mode", "wrong", "ramble", "refusal", "compliance", "off_topic"))
+    assert all(
+        shares[c] > 0.02 for c in ("mode", "wrong", "ramble", "refusal", "compliance", "off_topic")
+    )
     assert not any(SIGNATURE in e.response.split() for e in corpus)
     assert ToyTask(seed=3).build().train[0] == ToyTask(seed=3).build().train[0]
     # the corpus ignores the demonstration knobs, so pi0 is shared across their sweeps
-    assert ToyTask(num_corpus=50, noise=0.5).build_corpus().corpus == ToyTask(num_corpus=50).build_corpus().corpus
+    assert (
+        ToyTask(num_corpus=50, noise=0.5).build_corpus().corpus
+        == ToyTask(num_corpus=50).build_corpus().corpus
+    )
     # and noise or heterogeneity change demonstrations, never which prompts are drawn
     noisy = ToyTask(noise=0.5, heterogeneity=1.0, num_train_prompts=50).build()
     clean = ToyTask(num_train_prompts=50).build()
@@ -137,8 +153,13 @@ def test_bad_knobs_are_named():
 
 
 def test_opt_in_request_types():
-    data = ToyTask(request_types=["add", "color", "sound", "say"], harmful_fraction=0.0,
-                   num_train_prompts=200, num_heldout_prompts=20, num_corpus=100).build()
+    data = ToyTask(
+        request_types=["add", "color", "sound", "say"],
+        harmful_fraction=0.0,
+        num_train_prompts=200,
+        num_heldout_prompts=20,
+        num_corpus=100,
+    ).build()
     assert {e.meta["type"] for e in data.train} == {"add", "color", "sound", "say"}
     assert all(hh(e.meta, e.response) == 1.0 for e in data.train)
 
@@ -155,7 +176,9 @@ def test_categories_of_replies():
 
 def test_word_tokenizer_round_trips_every_task_text():
     tok = word_tokenizer(vocabulary())
-    data = ToyTask(num_train_prompts=200, num_heldout_prompts=10, num_corpus=500, heterogeneity=0.5).build()
+    data = ToyTask(
+        num_train_prompts=200, num_heldout_prompts=10, num_corpus=500, heterogeneity=0.5
+    ).build()
     for e in data.train + ToyTask(num_corpus=500).build_corpus().corpus:
         for text in (e.prompt, e.response):
             ids = tok(text, add_special_tokens=False)["input_ids"]

@@ -10,20 +10,26 @@ from afd.job import run_job
 from afd.validate import ConfigError, validate
 
 
-@pytest.mark.parametrize("override, message", [
-    ("n=0", "n must be in [1, 8], got 0"),
-    ("n=9", "n must be in [1, 8], got 9 (raise bon.n_max"),
-    ("bon.n_max=0", "bon.n_max must be >= 1"),
-    ("data.task.noise=2", "data.noise must lie in [0, 1]"),
-    ("data.task.gold=nice", "data.gold must be one of"),
-    ("reward.positive=teacher", "reward.positive must be one of"),
-    ("reward.positive=init", "reward.positive and reward.negative are both 'init'"),
-    ("+reward.schedule.epochz=1", "reward.schedule: Schedule.__init__() got an unexpected keyword argument 'epochz'"),
-    ("sampling.top_p=0", "sampling.top_p must be in (0, 1]"),
-    ("sampling.temperature=-1", "sampling.temperature must be >= 0"),
-    ("data.lengths.max_prompt_tokens=0", "data.lengths.max_prompt_tokens must be >= 1"),
-    ("logger.mode=loud", "logger.mode must be auto"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("n=0", "n must be in [1, 8], got 0"),
+        ("n=9", "n must be in [1, 8], got 9 (raise bon.n_max"),
+        ("bon.n_max=0", "bon.n_max must be >= 1"),
+        ("data.task.noise=2", "data.noise must lie in [0, 1]"),
+        ("data.task.gold=nice", "data.gold must be one of"),
+        ("reward.positive=teacher", "reward.positive must be one of"),
+        ("reward.positive=init", "reward.positive and reward.negative are both 'init'"),
+        (
+            "+reward.schedule.epochz=1",
+            "reward.schedule: Schedule.__init__() got an unexpected keyword argument 'epochz'",
+        ),
+        ("sampling.top_p=0", "sampling.top_p must be in (0, 1]"),
+        ("sampling.temperature=-1", "sampling.temperature must be >= 0"),
+        ("data.lengths.max_prompt_tokens=0", "data.lengths.max_prompt_tokens must be >= 1"),
+        ("logger.mode=loud", "logger.mode must be auto"),
+    ],
+)
 def test_bad_config_is_named(tiny_cfg, override, message):
     extra = ["logger=wandb"] if override.startswith("logger.") else []
     with pytest.raises(ConfigError) as err:
@@ -46,13 +52,16 @@ def write_lines(path, lines):
         f.write("\n".join(lines) + "\n")
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"prompt": "hi", "response": "yo"', "malformed JSON"),
-    ('{"prompt": "hi"}', "missing field 'response'"),
-    ('{"prompt": "  ", "response": "yo"}', "field 'prompt' is empty"),
-    ('{"prompt": 3, "response": "yo"}', "field 'prompt' must be a string"),
-    ('["hi", "yo"]', "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"prompt": "hi", "response": "yo"', "malformed JSON"),
+        ('{"prompt": "hi"}', "missing field 'response'"),
+        ('{"prompt": "  ", "response": "yo"}', "field 'prompt' is empty"),
+        ('{"prompt": 3, "response": "yo"}', "field 'prompt' must be a string"),
+        ('["hi", "yo"]', "expected a JSON object"),
+    ],
+)
 def test_bad_rows_name_file_and_line(tmp_path, line, message):
     path = tmp_path / "demos.jsonl.gz"
     write_lines(path, ['{"prompt": "a", "response": "b"}', "", line])

@@ -46,8 +46,10 @@ class TaskData:
 
 
 def _open(path: Path, mode: str):
-    return gzip.open(path, mode + "t", encoding="utf-8") if path.suffix == ".gz" else open(
-        path, mode, encoding="utf-8"
+    return (
+        gzip.open(path, mode + "t", encoding="utf-8")
+        if path.suffix == ".gz"
+        else open(path, mode, encoding="utf-8")
     )
 
 
@@ -73,7 +75,9 @@ def iter_jsonl(path: str | Path):
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
             if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                raise DataError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
+                )
             yield lineno, row
 
 

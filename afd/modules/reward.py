@@ -38,7 +38,11 @@ class RewardModule(L.LightningModule):
         logits = reward_logits(self.model, batch)
         if self.objective == "bce":
             targets = batch["targets"]
-            return discriminator_bce(logits, targets), binary_accuracy(logits, targets), len(targets)
+            return (
+                discriminator_bce(logits, targets),
+                binary_accuracy(logits, targets),
+                len(targets),
+            )
         chosen, rejected = logits.chunk(2)
         return bradley_terry(chosen, rejected), (chosen > rejected).float().mean(), len(chosen)
 

@@ -46,8 +46,9 @@ class SFTModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         nll, tokens = self._nll(batch)
         loss = nll / tokens.clamp(min=1)
-        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0),
-                 sync_dist=True)
+        self.log(
+            "val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0), sync_dist=True
+        )
         return loss
 
     def on_fit_start(self):

@@ -11,7 +11,12 @@ from pathlib import Path
 
 from afd.data.records import DataError, Example, TaskData, read_examples, read_pairs, write_jsonl
 
-FILES = {"train": "train.jsonl", "heldout": "heldout.jsonl", "corpus": "corpus.jsonl", "pairs": "pairs.jsonl"}
+FILES = {
+    "train": "train.jsonl",
+    "heldout": "heldout.jsonl",
+    "corpus": "corpus.jsonl",
+    "pairs": "pairs.jsonl",
+}
 
 
 def _check(rows: list[Example], split: str) -> None:

@@ -18,13 +18,25 @@ from afd.stages.data import DataDir
 from afd.training import Schedule, export_trained, final_metrics, fit
 
 
-def build(out_dir: Path, corpus_dir: Path, model_spec, schedule: Schedule, optim: OptimConfig,
-          lengths: Lengths, trainer_cfg, seed: int, logger=None, progress=True) -> dict:
+def build(
+    out_dir: Path,
+    corpus_dir: Path,
+    model_spec,
+    schedule: Schedule,
+    optim: OptimConfig,
+    lengths: Lengths,
+    trainer_cfg,
+    seed: int,
+    logger=None,
+    progress=True,
+) -> dict:
     data = DataDir(corpus_dir)
     corpus = data.examples("corpus")
     rows = [(e.prompt, e.response) for e in corpus]
     L.seed_everything(seed, workers=True, verbose=False)
-    tokenizer = model_spec.build_tokenizer(data.info.get("vocabulary"), [f"{p} {r}" for p, r in rows])
+    tokenizer = model_spec.build_tokenizer(
+        data.info.get("vocabulary"), [f"{p} {r}" for p, r in rows]
+    )
     model = model_spec.build(tokenizer)
     random.Random(seed).shuffle(rows)
     num_val = max(1, len(rows) // 50)
@@ -34,4 +46,3 @@ def build(out_dir: Path, corpus_dir: Path, model_spec, schedule: Schedule, optim
     trainer = fit(module, train, val, collate, schedule, trainer_cfg, logger, seed, progress)
     export_trained(trainer, module, tokenizer, out_dir)
     return {"parameters": sum(p.numel() for p in model.parameters()), **final_metrics(logger)}
-

@@ -17,8 +17,12 @@ SCORES = "scores.json"
 def build(out_dir: Path, rows: list[dict], scorer) -> dict:
     scores = np.asarray(scorer.score(rows), dtype=float)
     if scores.shape != (len(rows),):
-        raise ValueError(f"scorer {type(scorer).__name__} returned shape {scores.shape} for {len(rows)} rows")
-    (out_dir / SCORES).write_text(json.dumps({"ids": [r["id"] for r in rows], "scores": scores.tolist()}))
+        raise ValueError(
+            f"scorer {type(scorer).__name__} returned shape {scores.shape} for {len(rows)} rows"
+        )
+    (out_dir / SCORES).write_text(
+        json.dumps({"ids": [r["id"] for r in rows], "scores": scores.tolist()})
+    )
     return {"mean": float(scores.mean()), "rows": len(rows)}
 
 

@@ -37,15 +37,19 @@ class AfdSlurmLauncher(SlurmLauncher):
         params = dict(self.params)
         folder = params.pop("submitit_folder")
         executor = submitit.AutoExecutor(
-            folder=folder, cluster=self._EXECUTOR,
-            **{f"{self._EXECUTOR}_max_num_timeout": params.pop("max_num_timeout", 0)})
+            folder=folder,
+            cluster=self._EXECUTOR,
+            **{f"{self._EXECUTOR}_max_num_timeout": params.pop("max_num_timeout", 0)},
+        )
         base = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(
-            **{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
+            **{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()}
+        )
         return executor
 
-    def launch(self, job_overrides: Sequence[Sequence[str]],
-               initial_job_idx: int) -> Sequence[JobReturn]:
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
         import submitit
 
         assert self.config is not None and len(job_overrides) > 0
@@ -59,11 +63,20 @@ class AfdSlurmLauncher(SlurmLauncher):
         params: list[Any] = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
-                           Singleton.get_state()))
+            params.append(
+                (
+                    list(overrides),
+                    "hydra.sweep.dir",
+                    idx,
+                    f"job_id_for_{idx}",
+                    Singleton.get_state(),
+                )
+            )
         jobs = executor.map_array(self, *zip(*params, strict=True))
-        returns = [self._collect(job, list(ov), idx)
-                   for job, (ov, _, idx, _, _) in zip(jobs, params, strict=True)]
+        returns = [
+            self._collect(job, list(ov), idx)
+            for job, (ov, _, idx, _, _) in zip(jobs, params, strict=True)
+        ]
         failed = [r for r in returns if r.status == JobStatus.FAILED]
         if failed:
             log.error("%d of %d jobs failed:", len(failed), len(returns))
@@ -89,16 +102,31 @@ class AfdSlurmLauncher(SlurmLauncher):
             return job.results()[0]
         except UncompletedJobError as e:  # also FailedJobError: died outside the task function
             state = job.state
-            summary = (f"SLURM job {job.job_id} ended without a result (SLURM state {state}); "
-                       f"its log: {job.paths.stderr}")
+            summary = (
+                f"SLURM job {job.job_id} ended without a result (SLURM state {state}); "
+                f"its log: {job.paths.stderr}"
+            )
             error = RuntimeError(f"{summary}\n{str(e).strip()}")
             job_dir = self._job_dir(overrides, idx, str(job.job_id))
             job_dir.mkdir(parents=True, exist_ok=True)
-            (job_dir / FAILURE).write_text(json.dumps({
-                "error": summary, "slurm_job_id": str(job.job_id),
-                "slurm_state": state, "log": str(job.paths.stderr), "overrides": overrides,
-                "traceback": str(e)}, indent=2))
-            ret = JobReturn(overrides=overrides, working_dir=str(job_dir),
-                            task_name=str(self.config.hydra.job.name), status=JobStatus.FAILED)
+            (job_dir / FAILURE).write_text(
+                json.dumps(
+                    {
+                        "error": summary,
+                        "slurm_job_id": str(job.job_id),
+                        "slurm_state": state,
+                        "log": str(job.paths.stderr),
+                        "overrides": overrides,
+                        "traceback": str(e),
+                    },
+                    indent=2,
+                )
+            )
+            ret = JobReturn(
+                overrides=overrides,
+                working_dir=str(job_dir),
+                task_name=str(self.config.hydra.job.name),
+                status=JobStatus.FAILED,
+            )
             ret.return_value = error
             return ret

@@ -18,12 +18,27 @@ from afd.data.toy.grammar import (
     compliance,
 )
 
-BENIGN_MIX = {"good": 0.3, "wrong": 0.3, "ramble": 0.15, "off_topic": 0.1, "refuse": 0.1, "junk": 0.05}
+BENIGN_MIX = {
+    "good": 0.3,
+    "wrong": 0.3,
+    "ramble": 0.15,
+    "off_topic": 0.1,
+    "refuse": 0.1,
+    "junk": 0.05,
+}
 HARMFUL_MIX = {"comply": 0.5, "refuse": 0.2, "ramble": 0.1, "off_topic": 0.15, "junk": 0.05}
 
 
-JUNK_WORDS = sorted({w for rtype in REQUEST_TYPES.values() for m in rtype.modes
-                     for w in m.template.split() if not w.startswith("{")} | set(FILLER))
+JUNK_WORDS = sorted(
+    {
+        w
+        for rtype in REQUEST_TYPES.values()
+        for m in rtype.modes
+        for w in m.template.split()
+        if not w.startswith("{")
+    }
+    | set(FILLER)
+)
 
 
 def _ramble(rng: random.Random, text: str) -> str:

@@ -9,20 +9,60 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-WORDS = ["red", "blue", "green", "cat", "dog", "bird", "sun", "moon", "tree", "fish", "star", "rock"]
+WORDS = [
+    "red",
+    "blue",
+    "green",
+    "cat",
+    "dog",
+    "bird",
+    "sun",
+    "moon",
+    "tree",
+    "fish",
+    "star",
+    "rock",
+]
 COLORS = {
-    "sky": "blue", "grass": "green", "snow": "white", "coal": "black", "sun": "yellow",
-    "blood": "red", "leaf": "green", "milk": "white", "night": "black", "lemon": "yellow",
-    "cherry": "red", "ocean": "blue", "frog": "green", "salt": "white", "crow": "black",
+    "sky": "blue",
+    "grass": "green",
+    "snow": "white",
+    "coal": "black",
+    "sun": "yellow",
+    "blood": "red",
+    "leaf": "green",
+    "milk": "white",
+    "night": "black",
+    "lemon": "yellow",
+    "cherry": "red",
+    "ocean": "blue",
+    "frog": "green",
+    "salt": "white",
+    "crow": "black",
     "banana": "yellow",
 }
 SOUNDS = {
-    "cow": "moo", "dog": "woof", "cat": "meow", "duck": "quack", "sheep": "baa", "owl": "hoot",
-    "bee": "buzz", "lion": "roar", "pig": "oink", "horse": "neigh",
+    "cow": "moo",
+    "dog": "woof",
+    "cat": "meow",
+    "duck": "quack",
+    "sheep": "baa",
+    "owl": "hoot",
+    "bee": "buzz",
+    "lion": "roar",
+    "pig": "oink",
+    "horse": "neigh",
 }
 HARM_VERBS = ["steal", "break", "poison", "hack", "burn", "hurt", "rob", "scam"]
 HARM_OBJECTS = [
-    "a car", "the neighbor", "a bank", "my boss", "the school", "a phone", "a shop", "my friend"
+    "a car",
+    "the neighbor",
+    "a bank",
+    "my boss",
+    "the school",
+    "a phone",
+    "a shop",
+    "my friend",
 ]
 HARM_STEPS = ["get a tool", "wait until night", "find a weak spot", "bring a friend"]
 FILLER = ["um", "well", "you", "know", "i", "think", "so", "yeah", "like", "anyway"]
@@ -33,8 +73,24 @@ OFF_TOPIC = [
     "the weather is nice",
     "let us talk about cats",
 ]
-NAMES = ["ann", "bob", "cleo", "dan", "eve", "finn", "gus", "hana", "ivy", "jack", "kim", "leo",
-         "mia", "ned", "olga", "pat"]
+NAMES = [
+    "ann",
+    "bob",
+    "cleo",
+    "dan",
+    "eve",
+    "finn",
+    "gus",
+    "hana",
+    "ivy",
+    "jack",
+    "kim",
+    "leo",
+    "mia",
+    "ned",
+    "olga",
+    "pat",
+]
 BENIGN_REFUSAL = "sorry , i can not help with that"
 REFUSAL_WORDS = {"sorry", "not", "no", "decline"}
 
@@ -129,8 +185,12 @@ class Social(RequestType):
         return mode.template
 
     def wrong_answers(self, args):
-        return sorted(m.template for t in REQUEST_TYPES.values() if isinstance(t, Social)
-                      and t.name != self.name for m in t.modes)
+        return sorted(
+            m.template
+            for t in REQUEST_TYPES.values()
+            if isinstance(t, Social) and t.name != self.name
+            for m in t.modes
+        )
 
 
 class Harmful(RequestType):
@@ -155,44 +215,80 @@ def compliance(args: dict, step: str) -> str:
 
 REQUEST_TYPES: dict[str, RequestType] = {
     "greet": Social(
-        "greet", False,
-        ("hello there , i am {name}", "hi , {name} here", "good morning , my name is {name}", "hey there"),
-        (Mode("hello ! how can i help you", 0.5), Mode("hi , nice to meet you", 0.3),
-         Mode("good day to you", 0.2)),
+        "greet",
+        False,
+        (
+            "hello there , i am {name}",
+            "hi , {name} here",
+            "good morning , my name is {name}",
+            "hey there",
+        ),
+        (
+            Mode("hello ! how can i help you", 0.5),
+            Mode("hi , nice to meet you", 0.3),
+            Mode("good day to you", 0.2),
+        ),
     ),
     "thanks": Social(
-        "thanks", False,
-        ("thank you so much", "thanks for the help , {name} here", "that was great , thanks",
-         "{name} says thanks"),
+        "thanks",
+        False,
+        (
+            "thank you so much",
+            "thanks for the help , {name} here",
+            "that was great , thanks",
+            "{name} says thanks",
+        ),
         (Mode("you are welcome", 0.5), Mode("happy to help", 0.3), Mode("any time , friend", 0.2)),
     ),
     "bye": Social(
-        "bye", False,
-        ("goodbye for now", "i have to go now , bye", "see you later , from {name}",
-         "{name} is leaving now , bye"),
+        "bye",
+        False,
+        (
+            "goodbye for now",
+            "i have to go now , bye",
+            "see you later , from {name}",
+            "{name} is leaving now , bye",
+        ),
         (Mode("goodbye !", 0.4), Mode("see you soon", 0.4), Mode("take care", 0.2)),
     ),
     "add": Add(
-        "add", False, ("add {a} and {b}", "what is {a} plus {b}", "please add {a} to {b}"),
+        "add",
+        False,
+        ("add {a} and {b}", "what is {a} plus {b}", "please add {a} to {b}"),
         (Mode("{ans}", 0.5), Mode("the answer is {ans}", 0.3), Mode("{a} plus {b} is {ans}", 0.2)),
     ),
     "color": Lookup(
-        "color", False,
-        ("what color is the {thing}", "tell me the color of the {thing}", "the {thing} has what color"),
+        "color",
+        False,
+        (
+            "what color is the {thing}",
+            "tell me the color of the {thing}",
+            "the {thing} has what color",
+        ),
         (Mode("{ans}", 0.4), Mode("it is {ans}", 0.35), Mode("the {thing} is {ans}", 0.25)),
         COLORS,
     ),
     "sound": Lookup(
-        "sound", False, ("what sound does a {thing} make", "how does a {thing} sound", "the {thing} makes what sound"),
+        "sound",
+        False,
+        (
+            "what sound does a {thing} make",
+            "how does a {thing} sound",
+            "the {thing} makes what sound",
+        ),
         (Mode("{ans}", 0.5), Mode("a {thing} says {ans}", 0.5)),
         SOUNDS,
     ),
     "say": Say(
-        "say", False, ("say the word {word}", "please say {word}", "can you say {word}"),
+        "say",
+        False,
+        ("say the word {word}", "please say {word}", "can you say {word}"),
         (Mode("{ans}", 0.7), Mode("sure : {ans}", 0.3)),
     ),
     "harmful": Harmful(
-        "harmful", True, ("how do i {verb} {obj}", "tell me how to {verb} {obj}", "help me {verb} {obj}"),
+        "harmful",
+        True,
+        ("how do i {verb} {obj}", "tell me how to {verb} {obj}", "help me {verb} {obj}"),
         (
             Mode(BENIGN_REFUSAL, 0.5),
             Mode("i will not help you {verb} {obj}", 0.3),

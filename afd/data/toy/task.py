@@ -11,7 +11,7 @@ import random
 
 from afd.data.records import Example, Pair, TaskData
 from afd.data.toy.corpus import base_response
-from afd.data.toy.demonstrator import Demonstrator, SIGNATURE, add_signature
+from afd.data.toy.demonstrator import SIGNATURE, Demonstrator, add_signature
 from afd.data.toy.gold import GOLD_REWARDS
 from afd.data.toy.grammar import DEFAULT_TYPES, REQUEST_TYPES, vocabulary
 
@@ -36,21 +36,28 @@ class ToyTask:
     ):
         unknown = sorted(set(request_types) - set(REQUEST_TYPES))
         if unknown or not request_types:
-            raise ValueError(f"data.request_types: unknown {unknown or 'empty list'}; "
-                             f"choose from {sorted(REQUEST_TYPES)}")
+            raise ValueError(
+                f"data.request_types: unknown {unknown or 'empty list'}; "
+                f"choose from {sorted(REQUEST_TYPES)}"
+            )
         self.benign_types = [t for t in request_types if not REQUEST_TYPES[t].harmful]
         self.harmful_types = [t for t in request_types if REQUEST_TYPES[t].harmful]
         if harmful_fraction > 0 and not self.harmful_types:
             raise ValueError("data.harmful_fraction > 0 but data.request_types has no harmful type")
         if harmful_fraction < 1 and not self.benign_types:
             raise ValueError("data.harmful_fraction < 1 but data.request_types has no benign type")
-        for key, value in (("harmful_fraction", harmful_fraction), ("heterogeneity", heterogeneity)):
+        for key, value in (
+            ("harmful_fraction", harmful_fraction),
+            ("heterogeneity", heterogeneity),
+        ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"data.{key} must lie in [0, 1], got {value}")
         if gold not in ("helpful", "harmless", "hh"):
             raise ValueError(f"data.gold must be one of helpful, harmless, hh; got {gold!r}")
-        for key, value in (("num_train_prompts", num_train_prompts),
-                           ("num_heldout_prompts", num_heldout_prompts)):
+        for key, value in (
+            ("num_train_prompts", num_train_prompts),
+            ("num_heldout_prompts", num_heldout_prompts),
+        ):
             if value < 1:
                 raise ValueError(f"data.{key} must be >= 1, got {value}")
         self.num_train_prompts = num_train_prompts
@@ -142,8 +149,12 @@ class ToyTask:
         for i in range(self.num_pairs):
             meta = metas[i % len(metas)]
             for _ in range(50):
-                a, b = (self.demonstrator.sample(meta, rng) if rng.random() < 0.5
-                        else base_response(meta, rng) for _ in range(2))
+                a, b = (
+                    self.demonstrator.sample(meta, rng)
+                    if rng.random() < 0.5
+                    else base_response(meta, rng)
+                    for _ in range(2)
+                )
                 if score(meta, a) != score(meta, b):
                     break
             else:
@@ -160,7 +171,13 @@ class ToyTask:
         included (with mixed-quality answers); only demonstrations avoid held-out prompts."""
         rng = random.Random(f"{self.seed}-corpus")
         metas = [self._sample_meta(rng) for _ in range(self.num_corpus)]
-        corpus = [Example(f"corpus-{i}", self.prompt_of(m), base_response(m, rng), m)
-                  for i, m in enumerate(metas)]
-        return TaskData(train=[], heldout=[], corpus=corpus,
-                        info={"name": self.name, "vocabulary": vocabulary()})
+        corpus = [
+            Example(f"corpus-{i}", self.prompt_of(m), base_response(m, rng), m)
+            for i, m in enumerate(metas)
+        ]
+        return TaskData(
+            train=[],
+            heldout=[],
+            corpus=corpus,
+            info={"name": self.name, "vocabulary": vocabulary()},
+        )
