@@ -5,17 +5,13 @@ trainer is distributed, as SFT."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-import lightning as L
-
-from afd.batching import Lengths, LMCollator, training_rows
-from afd.finetune import ModelOptions, prepare_for_training
-from afd.models import load_policy, load_tokenizer
+from afd.batching import Lengths
+from afd.finetune import ModelOptions
 from afd.modules.optim import OptimConfig
-from afd.modules.sft import SFTModule
-from afd.training import Schedule, export_trained, final_metrics, fit
+from afd.stages.sft import fine_tune
+from afd.training import Schedule
 
 
 def build(
@@ -31,25 +27,18 @@ def build(
     progress=True,
     options: ModelOptions | None = None,
 ) -> dict:
-    options = options or ModelOptions()
-    tokenizer = load_tokenizer(base_path, options.trust_remote_code)
-    rows, dropped = training_rows(list(rows), tokenizer, lengths)
-    random.Random(seed).shuffle(rows)
-    L.seed_everything(seed, workers=True, verbose=False)
-    model = load_policy(base_path, tokenizer, options.dtype, options.trust_remote_code)
-    module = SFTModule(
-        prepare_for_training(model, options, "causal_lm"), optim, schedule.total_steps(len(rows))
-    )
-    trainer = fit(
-        module,
+    # Every row trains: the rows are the policy's own chosen replies, none held out.
+    return fine_tune(
+        out_dir,
         rows,
-        [],
-        LMCollator(tokenizer, lengths),
+        base_path,
+        0.0,
         schedule,
+        optim,
+        lengths,
         trainer_cfg,
-        logger,
         seed,
+        logger,
         progress,
+        options or ModelOptions(),
     )
-    export_trained(trainer, module, tokenizer, out_dir, options.dtype)
-    return {"rows": len(rows), "dropped_long": dropped, **final_metrics(logger)}

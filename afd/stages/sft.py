@@ -22,33 +22,31 @@ from afd.stages.data import DataDir
 from afd.training import Schedule, export_trained, final_metrics, fit
 
 
-def build(
+def fine_tune(
     out_dir: Path,
-    data_dir: Path,
-    init_path: str,
+    rows: list[tuple[str, str]],
+    base_path: str,
+    val_fraction: float,
     schedule: Schedule,
     optim: OptimConfig,
     lengths: Lengths,
     trainer_cfg,
     seed: int,
-    val_fraction: float = 0.05,
-    num_demos: int | None = None,
-    logger=None,
-    progress=True,
-    dtype="float32",
-    options: ModelOptions | None = None,
+    logger,
+    progress: bool,
+    options: ModelOptions,
 ) -> dict:
-    options = options or ModelOptions(dtype=dtype)
-    data = DataDir(data_dir)
-    demos = data.examples("train")[:num_demos] if num_demos else data.examples("train")
-    rows = [(e.prompt, data.policy_view(e.response)) for e in demos]
-    tokenizer = load_tokenizer(init_path, options.trust_remote_code)
-    rows, dropped = training_rows(rows, tokenizer, lengths)
+    """Token NLL on (prompt, response) rows from the policy at `base_path`, saved to `out_dir`:
+    the training of SFT and of the distillation of iterative rounds. A `val_fraction` of the
+    shuffled rows is held out for validation. Returns the number of training rows (`rows`),
+    rows dropped as too long, trainable parameters and the trainer's final metrics."""
+    tokenizer = load_tokenizer(base_path, options.trust_remote_code)
+    rows, dropped = training_rows(list(rows), tokenizer, lengths)
     random.Random(seed).shuffle(rows)
     num_val = int(len(rows) * val_fraction)
     val, train = rows[:num_val], rows[num_val:]
     L.seed_everything(seed, workers=True, verbose=False)
-    model = load_policy(init_path, tokenizer, options.dtype, options.trust_remote_code)
+    model = load_policy(base_path, tokenizer, options.dtype, options.trust_remote_code)
     model = prepare_for_training(model, options, "causal_lm")
     trainable = trainable_parameters(model)  # before ZeRO-3 partitions the parameters
     module = SFTModule(model, optim, schedule.total_steps(len(train)))
@@ -65,8 +63,43 @@ def build(
     )
     export_trained(trainer, module, tokenizer, out_dir, options.dtype)
     return {
-        "demonstrations": len(train),
+        "rows": len(train),
         "dropped_long": dropped,
         "trainable_parameters": trainable,
         **final_metrics(logger),
     }
+
+
+def build(
+    out_dir: Path,
+    data_dir: Path,
+    init_path: str,
+    schedule: Schedule,
+    optim: OptimConfig,
+    lengths: Lengths,
+    trainer_cfg,
+    seed: int,
+    val_fraction: float = 0.05,
+    num_demos: int | None = None,
+    logger=None,
+    progress=True,
+    options: ModelOptions | None = None,
+) -> dict:
+    data = DataDir(data_dir)
+    demos = data.examples("train")[:num_demos] if num_demos else data.examples("train")
+    rows = [(e.prompt, data.policy_view(e.response)) for e in demos]
+    metrics = fine_tune(
+        out_dir,
+        rows,
+        init_path,
+        val_fraction,
+        schedule,
+        optim,
+        lengths,
+        trainer_cfg,
+        seed,
+        logger,
+        progress,
+        options or ModelOptions(),
+    )
+    return {"demonstrations": metrics.pop("rows"), **metrics}
