@@ -122,6 +122,18 @@ def _rows(rows, keys: tuple[str, ...]) -> list[dict]:
     return [dict(zip(keys, r, strict=False)) for r in rows]  # rows may carry a label after
 
 
+def labelled_rows(inputs: RewardInputs) -> list[tuple[str, str, float]]:
+    """(prompt, response, label) rows: the positive source labelled 1, the negative 0."""
+    rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
+    return rows + [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
+
+
+def _labelled_accuracy(scorer, rows: list[tuple[str, str, float]]) -> float:
+    """Share of labelled rows on the side of 0 their label says."""
+    scores = scorer.score(_rows(rows, ("prompt", "response")))
+    return accuracy(scores, np.array([t for _, _, t in rows]))
+
+
 @dataclass
 class Discriminator:
     """Binary classifier, positives (label 1) vs negatives; its logit is the reward."""
@@ -165,10 +177,8 @@ class Discriminator:
         logger=None,
         progress=True,
     ) -> dict:
-        rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
-        rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
         rows, dropped = training_rows(
-            rows,
+            labelled_rows(inputs),
             load_tokenizer(inputs.policies["backbone"], inputs.options.trust_remote_code),
             lengths,
         )
@@ -193,9 +203,8 @@ class Discriminator:
         )
         if scorer is None:  # not global rank 0 of a multi-process run
             return {}
-        scores = scorer.score(_rows(val, ("prompt", "response")))
         return {
-            "accuracy": accuracy(scores, np.array([t for _, _, t in val])),
+            "accuracy": _labelled_accuracy(scorer, val),
             "train_rows": len(train),
             "val_rows": len(val),
             "dropped_long": dropped,
@@ -250,12 +259,9 @@ class LogRatio:
                 denominator=inputs.policies["denominator"],
             ),
         )
-        rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
-        rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
-        _, val = split_by_prompt(rows, self.val_fraction, seed)
-        scores = load_scorer(out_dir).score(_rows(val, ("prompt", "response")))
+        _, val = split_by_prompt(labelled_rows(inputs), self.val_fraction, seed)
         return {
-            "accuracy": accuracy(scores, np.array([t for _, _, t in val])),
+            "accuracy": _labelled_accuracy(load_scorer(out_dir), val),
             "val_rows": len(val),
         }
 

@@ -23,16 +23,14 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from afd.scoring import load_scorer, save_scorer_spec
-from afd.stages.reward import accuracy, split_by_prompt
+from afd.stages.reward import accuracy, labelled_rows, split_by_prompt
 
 STATS = "standardisation.json"
 
 
 def _labelled(inputs, val_fraction: float, seed: int) -> tuple[list[dict], np.ndarray]:
     """Held-out positives and negatives of the reference rows, as scorer rows and targets."""
-    rows = [(r["prompt"], r["response"], 1.0) for r in inputs.rows["positive"]]
-    rows += [(r["prompt"], r["response"], 0.0) for r in inputs.rows["negative"]]
-    _, val = split_by_prompt(rows, val_fraction, seed)
+    _, val = split_by_prompt(labelled_rows(inputs), val_fraction, seed)
     return [{"prompt": p, "response": r} for p, r, _ in val], np.array([t for _, _, t in val])
 
 
