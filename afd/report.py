@@ -13,7 +13,6 @@ with that setting (seeds).
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from afd.job import flatten, tracked_metrics
-from afd.summary import collect, write_summary
+from afd.summary import collect, write_csv, write_summary
 
 log = logging.getLogger(__name__)
 # Metric families a results.json may carry beyond the tracked ones, nested ({"div": {...}}) or
@@ -119,14 +118,6 @@ def plot_ablation(rows: list[dict], key: str, metrics: list[str], path: Path) ->
     plt.close(fig)
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    columns = list(dict.fromkeys(c for r in rows for c in r))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def write_report(sweep_dir: str | Path) -> Path | None:
     """Tables and plots under SWEEP_DIR/report/ (and the sweep summary); returns report.md."""
     sweep_dir = Path(sweep_dir)
@@ -138,7 +129,7 @@ def write_report(sweep_dir: str | Path) -> Path | None:
     out = sweep_dir / "report"
     out.mkdir(exist_ok=True)
     keys = swept_keys(raw)
-    _write_csv(
+    write_csv(
         out / "metrics.csv",
         [
             {"job": row["job"], **{k: override_values(r).get(k) for k in keys}, **job_metrics(r)}
@@ -159,7 +150,7 @@ def write_report(sweep_dir: str | Path) -> Path | None:
     metrics = ablation_metrics(raw, keys)
     for key in (k for k in keys if k not in REPLICATE_KEYS):
         table = ablation_table(raw, key, metrics)
-        _write_csv(out / f"ablation_{key}.csv", table)
+        write_csv(out / f"ablation_{key}.csv", table)
         plot_ablation(table, key, metrics, out / f"ablation_{key}.png")
         lines += [
             f"## Ablation: {key}",

@@ -142,18 +142,24 @@ def plot_gold_vs_n(raw: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """Rows as CSV; the columns default to every key of the rows, in first-seen order."""
+    import csv
+
+    columns = columns or list(dict.fromkeys(c for r in rows for c in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def write_summary(sweep_dir: str | Path) -> Path | None:
     sweep_dir = Path(sweep_dir)
     rows, raw = collect(sweep_dir)
     if not rows:
         log.warning("no results.json under %s: nothing to summarise", sweep_dir)
         return None
-    import csv
-
-    with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(sweep_dir / "summary.csv", rows, COLUMNS)
     failed = sorted(str(p.parent.relative_to(sweep_dir)) for p in sweep_dir.rglob("failure.json"))
     text = f"# Sweep {sweep_dir}\n\n" + markdown_table(rows, COLUMNS)
     if failed:
