@@ -13,42 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def timed(args: list[str], workdir: Path) -> float:
-    env = {
-        **os.environ,
-        "AFD_CACHE_DIR": str(workdir / "cache"),
-        "WANDB_MODE": "offline",
-        "PYTHONPATH": str(ROOT),
-    }
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "afd.train", *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"command failed: {' '.join(args)}\n{proc.stderr[-4000:]}")
-    return wall
-
-
-def stage_times(cache: Path) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for manifest in cache.glob("*/*/manifest.json"):
-        m = json.loads(manifest.read_text())
-        out[m["stage"]] = out.get(m["stage"], 0.0) + m["build_s"]
-    return out
+from timed_runs import run_train, stage_times
 
 
 def main() -> None:
@@ -62,11 +30,11 @@ def main() -> None:
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as d:
             singles.append(
-                timed(["+experiment=toy", "n=64", "progress=false", *args.overrides], Path(d))
+                run_train(["+experiment=toy", "n=64", "progress=false", *args.overrides], Path(d))
             )
         with tempfile.TemporaryDirectory() as d:
             sweeps.append(
-                timed(
+                run_train(
                     ["+experiment=toy", "-m", "n=4,16,64", "progress=false", *args.overrides],
                     Path(d),
                 )

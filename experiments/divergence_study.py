@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timed_runs import run_train, stage_times
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,13 +30,6 @@ BUDGET_S = 15 * 60
 def run_study(
     workdir: Path, divergences: str, seeds: str, overrides: list[str]
 ) -> tuple[float, Path]:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env = {
-        **os.environ,
-        "AFD_CACHE_DIR": str(workdir / "cache"),
-        "PYTHONPATH": path,
-        "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
-    }
     args = [
         "+experiment=toy_divergence",
         "-m",
@@ -46,27 +39,9 @@ def run_study(
         *overrides,
     ]
     print("python -m afd.train " + " ".join(args), flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "afd.train", *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"study failed:\n{proc.stderr[-4000:]}")
+    wall = run_train(args, workdir)
     (sweep,) = {p.parent.parent for p in (workdir / "multirun").glob("*/*/*/results.json")}
     return wall, sweep
-
-
-def stage_times(cache: Path) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for manifest in cache.glob("*/*/manifest.json"):
-        m = json.loads(manifest.read_text())
-        out[m["stage"]] = out.get(m["stage"], 0.0) + m["build_s"]
-    return out
 
 
 def report(sweep: Path, wall: float | None, cache: Path | None) -> dict:
