@@ -110,13 +110,39 @@ def worker_env(trainer: dict) -> dict[str, str]:
     return env
 
 
+def leave_process_group() -> None:
+    """Tear down the process group of a finished training, on every rank.
+
+    Lightning leaves a gloo (CPU) or DeepSpeed process group for the interpreter's exit to
+    destroy, where its native threads (and rank 0's rendezvous store server) can be torn down
+    while still running: the process then aborts ("terminate called without an active
+    exception") after all of its work is done. The barrier first keeps any rank from closing
+    its connections while another still talks to it. Collective: every rank calls it.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def run_worker(path: Path) -> None:
     """Run this process's rank of the call in `path`; raise if any rank of it failed."""
     call = pickle.loads(path.read_bytes())
     cmd = [sys.executable, "-m", "afd.launch", str(path)]
     proc = subprocess.run(cmd, env=worker_env(call.trainer))
-    if proc.returncode != 0:
-        errors = sorted(path.parent.glob(f"{path.name}.error.*"))
+    errors = sorted(path.parent.glob(f"{path.name}.error.*"))
+    finished = path.with_name(path.name + ".result").exists()
+    if proc.returncode != 0 and finished and not errors:
+        # Rank 0 wrote the artifact and then, last, its result, and no rank recorded an error:
+        # a death after that (at interpreter exit) costs nothing, so the work is kept.
+        log.warning(
+            "worker processes of %s exited with code %d after finishing the stage; its "
+            "artifact and result are complete and kept",
+            call.fn.__qualname__,
+            proc.returncode,
+        )
+    elif proc.returncode != 0:
         last = (
             errors[-1].read_text().strip().splitlines()[-1] if errors else "no traceback recorded"
         )
@@ -213,6 +239,7 @@ def main(path: Path) -> None:
         tmp = path.with_name(f".{path.name}.result.tmp")
         tmp.write_bytes(pickle.dumps(result))
         os.replace(tmp, path.with_name(path.name + ".result"))
+    leave_process_group()
 
 
 if __name__ == "__main__":

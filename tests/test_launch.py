@@ -111,6 +111,62 @@ def test_worker_failure_names_the_stage_and_the_error(tmp_path, monkeypatch):
         launcher.run(failing_stage, tmp_path / "out")
 
 
+def stage_that_dies_at_exit(out_dir: Path) -> dict:
+    """Finishes its work, then its process aborts at interpreter exit, as a native thread torn
+    down while still running does."""
+    import atexit
+    import os
+
+    (out_dir / "artifact.txt").write_text("done")
+    atexit.register(os.abort)
+    return {"value": 1.0}
+
+
+def test_death_after_a_finished_stage_keeps_its_work(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    out = tmp_path / "out"
+    out.mkdir()
+    launcher = StageLauncher({"devices": 1, "strategy": "ddp"})
+    with caplog.at_level("WARNING", logger="afd.launch"):
+        metrics = launcher.run(stage_that_dies_at_exit, out)
+    assert metrics == {"value": 1.0}
+    assert (out / "artifact.txt").read_text() == "done"
+    assert "exited with code -6 after finishing the stage" in caplog.text
+
+
+def stage_that_dies_midway(out_dir: Path) -> dict:
+    import os
+
+    os.abort()  # no traceback, no result: what a segfault leaves
+
+
+def test_death_inside_a_stage_fails_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    launcher = StageLauncher({"devices": 1, "strategy": "ddp"})
+    with pytest.raises(RuntimeError, match="exit code -6.*no traceback recorded"):
+        launcher.run(stage_that_dies_midway, tmp_path / "out")
+
+
+def stage_with_a_process_group(out_dir: Path, probe: Path) -> dict:
+    """Joins a one-process gloo group, as Lightning does, and records at interpreter exit
+    whether the group was still alive."""
+    import atexit
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{out_dir / 'store'}", rank=0, world_size=1)
+    atexit.register(lambda: probe.write_text(str(dist.is_initialized())))
+    return {}
+
+
+def test_worker_leaves_its_process_group_before_exit(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    out, probe = tmp_path / "out", tmp_path / "probe.txt"
+    out.mkdir()
+    StageLauncher({"devices": 1, "strategy": "ddp"}).run(stage_with_a_process_group, out, probe)
+    assert probe.read_text() == "False"
+
+
 def slurm_task(monkeypatch, rank: int, tasks: int = 2):
     monkeypatch.setenv("SLURM_NTASKS", str(tasks))
     monkeypatch.setenv("SLURM_PROCID", str(rank))
