@@ -5,20 +5,14 @@ tests/test_strategies.py). Policy-gradient pieces against brute force."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from child_process import run_in_child
 
 from afd.losses import leave_one_out_baseline, policy_gradient_loss, reward_to_go
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 WORDS = ["a", "b", "c", "d", "e", "Human:", "Assistant:", "go"]
 DEMO = "a b"
 
@@ -207,28 +201,10 @@ def test_adversarial_module_learns_the_demonstration(tmp_path):
 
 @pytest.mark.slow
 def test_adversarial_module_under_deepspeed_zero2(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(
-        textwrap.dedent(f"""
-        import sys
-        from pathlib import Path
-        sys.path[:0] = [{str(REPO)!r}, {str(TESTS)!r}]
-        from test_adversarial import train
-        train("zero2", Path({str(tmp_path)!r}))
-    """)
+    run_in_child(
+        "test_adversarial",
+        f"train('zero2', Path({str(tmp_path)!r}))",
+        tmp_path,
+        tmp_path / "result.json",
     )
-    drop = {"LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"}
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert (tmp_path / "result.json").exists(), output
-    if proc.returncode != 0:  # a death at interpreter exit after finishing: kept, loudly
-        warnings.warn(f"exited with {proc.returncode} after finishing: {output}", stacklevel=1)
     check_learns(json.loads((tmp_path / "result.json").read_text()), 60)

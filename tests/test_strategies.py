@@ -7,20 +7,17 @@ variables and a process group that would leak into the rest of the test session.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import textwrap
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 if str(REPO) not in sys.path:  # lets the tests run before the package is installed
     sys.path.insert(0, str(REPO))
+from child_process import run_in_child  # noqa: E402  (needs the path above)
+
 VOCAB, SEQ, GLOBAL_BATCH, STEPS = 64, 16, 8, 30
 
 
@@ -133,34 +130,13 @@ def train(name: str, devices: int, out: Path, precision: str = "32-true") -> Non
 
 
 def run_child(name: str, devices: int, out: Path, precision: str = "32-true") -> list[float]:
-    script = out / "run.py"
-    script.write_text(
-        textwrap.dedent(f"""
-        import sys
-        from pathlib import Path
-        sys.path[:0] = [{str(REPO)!r}, {str(TESTS)!r}]
-        from test_strategies import train
-        train({name!r}, {devices}, Path({str(out)!r}), {precision!r})
-    """)
+    run_in_child(
+        "test_strategies",
+        f"train({name!r}, {devices}, Path({str(out)!r}), {precision!r})",
+        out,
+        out / "finished",
+        OMP_NUM_THREADS="1",  # same kernels and thread count whatever the process count
     )
-    drop = {"LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"}
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env["OMP_NUM_THREADS"] = "1"  # same kernels and thread count whatever the process count
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=out,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert (out / "finished").exists(), output
-    # As the pipeline's launcher does, a death at interpreter exit after every rank finished
-    # (a native thread aborting at teardown, seen on a loaded machine) keeps the run, loudly.
-    if proc.returncode != 0:
-        message = f"{name} x{devices} exited with {proc.returncode} after finishing: {output}"
-        warnings.warn(message, stacklevel=2)
     return json.loads((out / "losses.json").read_text())
 
 
