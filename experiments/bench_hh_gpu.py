@@ -24,48 +24,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from hh_architectures import GEMMA_2B, GEMMA_7B, GPT2, GPT2_LARGE  # noqa: E402
 
 # Rows of Anthropic/hh-rlhf (dataset card): harmless-base 42,537 train; helpful-base 43,835.
 FULL_TRAIN_ROWS = {"harmless": 42_537, "helpful": 43_835}
 ARCH = {  # (policy, golden reward model): transformers config class and kwargs
-    "gpt2": (
-        (
-            "GPT2Config",
-            dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50_257),
-        ),
-        (
-            "GPT2Config",
-            dict(n_layer=36, n_embd=1280, n_head=20, n_positions=1024, vocab_size=50_257),
-        ),
-    ),
-    "gemma": (
-        (
-            "GemmaConfig",
-            dict(
-                vocab_size=256_000,
-                hidden_size=2048,
-                intermediate_size=16_384,
-                num_hidden_layers=18,
-                num_attention_heads=8,
-                num_key_value_heads=1,
-                head_dim=256,
-                max_position_embeddings=8192,
-            ),
-        ),
-        (
-            "GemmaConfig",
-            dict(
-                vocab_size=256_000,
-                hidden_size=3072,
-                intermediate_size=24_576,
-                num_hidden_layers=28,
-                num_attention_heads=16,
-                num_key_value_heads=16,
-                head_dim=256,
-                max_position_embeddings=8192,
-            ),
-        ),
-    ),
+    "gpt2": (("GPT2Config", GPT2), ("GPT2Config", GPT2_LARGE)),
+    "gemma": (("GemmaConfig", GEMMA_2B), ("GemmaConfig", GEMMA_7B)),
     "tiny": (
         ("GPT2Config", dict(n_layer=2, n_embd=64, n_head=2, n_positions=1024, vocab_size=4096)),
         ("GPT2Config", dict(n_layer=2, n_embd=64, n_head=2, n_positions=1024, vocab_size=4096)),

@@ -20,26 +20,7 @@ import time
 
 import torch
 import transformers as tf
-
-GPT2_LARGE = dict(n_layer=36, n_embd=1280, n_head=20)
-GEMMA_2B = dict(
-    vocab_size=256_000,
-    hidden_size=2048,
-    intermediate_size=16_384,
-    num_hidden_layers=18,
-    num_attention_heads=8,
-    num_key_value_heads=1,
-    head_dim=256,
-)
-GEMMA_7B = dict(
-    vocab_size=256_000,
-    hidden_size=3072,
-    intermediate_size=24_576,
-    num_hidden_layers=28,
-    num_attention_heads=16,
-    num_key_value_heads=16,
-    head_dim=256,
-)
+from hh_architectures import GEMMA_2B, GEMMA_7B, GPT2_LARGE
 
 
 def build(model_cls, config, dtype):
