@@ -38,7 +38,7 @@ def child(args: argparse.Namespace) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     sys.path.insert(0, str(REPO))
-    from afd.strategies import CPUDeepSpeedStrategy
+    from afd.runtime.strategies import CPUDeepSpeedStrategy
 
     devices, strategy = CONFIGS[args.child]
     torch.set_num_threads(args.threads)

@@ -136,7 +136,7 @@ def measured_rows(label: str, metrics: dict, cfg) -> float:
 
 def instrument(record: dict):
     """Wrap every stage build of the pipeline with a timer and a GPU peak-memory reading."""
-    from afd.pipeline import Pipeline
+    from afd.pipeline.graph import Pipeline
 
     original = Pipeline._node
 
@@ -176,9 +176,9 @@ def main() -> None:
     args = parser.parse_args()
     from conftest import compose_config
 
-    from afd.evaluate import evaluate
-    from afd.pipeline import Pipeline
-    from afd.tracking import Tracker
+    from afd.pipeline.evaluate import evaluate
+    from afd.pipeline.graph import Pipeline
+    from afd.reporting.tracking import Tracker
 
     work = Path(tempfile.mkdtemp(prefix="bench_hh_"))
     start = time.perf_counter()
@@ -189,7 +189,7 @@ def main() -> None:
     record: dict = {}
     instrument(record)
     start = time.perf_counter()
-    results = evaluate(Pipeline(cfg, Tracker()), cfg.n)
+    results = evaluate(Pipeline.from_config(cfg, Tracker()), cfg.n)
     total = time.perf_counter() - start
     full = full_rows(full_cfg, args.preset)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

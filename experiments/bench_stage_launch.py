@@ -39,13 +39,13 @@ SIZES = {
 def build_once(overrides: list[str], size: str) -> tuple[float, float]:
     from conftest import TINY, compose_config
 
-    from afd.pipeline import Pipeline
-    from afd.tracking import Tracker
+    from afd.pipeline.graph import Pipeline
+    from afd.reporting.tracking import Tracker
 
     base = TINY if SIZES[size] is None else SIZES[size]
     with tempfile.TemporaryDirectory() as cache:
         cfg = compose_config([*base, *overrides], Path(cache))
-        pipe = Pipeline(cfg, Tracker())
+        pipe = Pipeline.from_config(cfg, Tracker())
         pipe.corpus()  # not part of the stage
         start = time.perf_counter()
         art = pipe.init_policy()

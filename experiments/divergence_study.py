@@ -45,7 +45,7 @@ def run_study(
 
 
 def report(sweep: Path, wall: float | None, cache: Path | None) -> dict:
-    from afd import analysis
+    from afd.reporting import analysis
 
     df, _ = analysis.load(sweep)
     table = analysis.by_objective(df)

@@ -13,7 +13,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
-from afd.launch import DIST_ENV
+from afd.runtime.workers import DIST_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

@@ -42,6 +42,28 @@ TINY = [
 ]
 
 
+def stage_context(**fields):
+    """A stage's context for a test that builds a stage directly (seed 0, no progress bars)."""
+    from afd.core.context import StageContext
+
+    return StageContext(**{"seed": 0, "progress": False, **fields})
+
+
+def hf_sample(model, tok, prompts, num_samples, lengths, seed=0, banned=(), **settings):
+    """`num_samples` completions per prompt text from the `hf` engine's generator."""
+    from afd.models.batching import encode_prompt
+    from afd.models.generation.hf import HFGenerator
+    from afd.models.generation.settings import SamplingSettings
+
+    defaults = {"max_new_tokens": 6, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
+    batch_size = settings.pop("batch_size", 512)
+    generator = HFGenerator(
+        model, tok, SamplingSettings(**{**defaults, **settings}), batch_size, progress=False
+    )
+    ids = [encode_prompt(tok, p, lengths) for p in prompts]
+    return generator.generate(ids, num_samples, seed, banned)
+
+
 def compose_config(overrides: list[str], cache_dir: Path | None = None):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         extra = [f"cache_dir={cache_dir}"] if cache_dir else []
@@ -70,8 +92,8 @@ def tiny_cfg(tmp_path):
 
 @pytest.fixture(scope="session")
 def toy_tokenizer():
-    from afd.data.toy.grammar import vocabulary
-    from afd.models import word_tokenizer
+    from afd.models.tokenizers import word_tokenizer
+    from afd.tasks.toy.grammar import vocabulary
 
     return word_tokenizer(vocabulary())
 
@@ -108,7 +130,7 @@ def tiny_hh_models(tmp_path_factory):
 def launched(monkeypatch):
     """Records the build functions the pipeline hands to its StageLauncher, which runs them in
     worker processes under a distributed trainer: the training stages and nothing else."""
-    from afd.launch import StageLauncher
+    from afd.runtime.launch import StageLauncher
 
     calls: list[str] = []
     original = StageLauncher.run

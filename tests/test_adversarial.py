@@ -11,7 +11,7 @@ import pytest
 import torch
 from child_process import run_in_child
 
-from afd.losses import leave_one_out_baseline, policy_gradient_loss, reward_to_go
+from afd.objectives.losses import leave_one_out_baseline, policy_gradient_loss, reward_to_go
 
 WORDS = ["a", "b", "c", "d", "e", "Human:", "Assistant:", "go"]
 DEMO = "a b"
@@ -51,9 +51,9 @@ def mini_task(seed: int = 0):
     tiny policy (vocabulary of 11) rarely says it at first."""
     from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
-    from afd.batching import Lengths
-    from afd.models import word_tokenizer
-    from afd.stages.adversarial import DemoCollator
+    from afd.models.batching import Lengths
+    from afd.models.tokenizers import word_tokenizer
+    from afd.recipes.adversarial.recipe import DemoCollator
 
     tok = word_tokenizer(WORDS)
     torch.manual_seed(seed)
@@ -78,13 +78,13 @@ def mini_task(seed: int = 0):
     for x in "abcde":
         prompt = tok(f"Human: go {x} Assistant:", add_special_tokens=False)["input_ids"]
         demo = tok(" " + DEMO, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        rows.append((prompt, prompt + demo, len(prompt), {}))
+        rows.append((prompt, prompt + demo, len(prompt), {}, f"Human: go {x} Assistant:"))
     return tok, policy, reference, disc, rows, DemoCollator(tok.pad_token_id), lengths
 
 
 @torch.no_grad()
 def demo_logprob(policy, tok, rows) -> float:
-    from afd.losses import sequence_logprob
+    from afd.objectives.losses import sequence_logprob
 
     batch = DemoBatch(tok, rows)
     logits = policy(
@@ -96,7 +96,7 @@ def demo_logprob(policy, tok, rows) -> float:
 
 
 def DemoBatch(tok, rows):
-    from afd.stages.adversarial import DemoCollator
+    from afd.recipes.adversarial.recipe import DemoCollator
 
     return DemoCollator(tok.pad_token_id)(rows)["demos"]
 
@@ -106,46 +106,49 @@ def train(strategy: str, out: Path, steps: int = 60) -> dict:
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from afd.discriminators import TrajectoryDiscriminator
-    from afd.fdivergences import ReverseKL
-    from afd.modules.adversarial import AdversarialConfig, AdversarialModule
-    from afd.modules.optim import OptimConfig
-    from afd.stages.adversarial import DrawWithReplacement, manual_trainer_kwargs
+    from afd.models.generation.settings import SamplingSettings
+    from afd.objectives.f_divergences import ReverseKL
+    from afd.recipes.adversarial.discriminators import TrajectoryDiscriminator
+    from afd.recipes.adversarial.module import AdversarialModule
+    from afd.recipes.adversarial.recipe import Adversarial, DrawWithReplacement
+    from afd.runtime.optim import OptimConfig
+    from afd.runtime.trainer import manual_trainer_kwargs
 
     L.seed_everything(0, verbose=False)
     tok, policy, reference, disc, rows, collate, _ = mini_task()
     before = demo_logprob(policy, tok, rows)
     policy_params = [p.detach().clone() for p in policy.parameters()]
     disc_params = [p.detach().clone() for p in disc.parameters()]
-    cfg = AdversarialConfig(
+    recipe = Adversarial(
+        name="reverse_kl",
+        f=ReverseKL(),
+        discriminator=TrajectoryDiscriminator(),
+        start="sft",
+        reference="sft",
+        backbone="sft",
+        num_prompts=None,
         steps=steps,
         prompts_per_step=5,
         samples_per_prompt=8,
         kl_coef=0.0,
+        disc_updates_per_step=1,
+        policy_update_every=1,
         disc_warmup_steps=5,
-        max_new_tokens=3,
+        logit_clip=10.0,
+        temperature=1.0,
         log_every=1000,
         policy_optim=OptimConfig(lr=1e-2),
         disc_optim=OptimConfig(lr=1e-3),
     )
-    module = AdversarialModule(
-        policy,
-        reference,
-        disc,
-        TrajectoryDiscriminator(),
-        ReverseKL(),
-        cfg,
-        tok.pad_token_id,
-        tok.eos_token_id,
-        seed=0,
-    )
+    settings = SamplingSettings(max_new_tokens=3, temperature=1.0, top_p=1.0, top_k=0)
+    module = AdversarialModule(policy, reference, disc, recipe, tok, settings, seed=0)
     trainer_cfg = {
         "accelerator": "cpu",
         "devices": 1,
         "gradient_clip_val": 1.0,
         "precision": "32-true",
         "strategy": {"plain": "auto"}.get(strategy)
-        or {"_target_": "afd.strategies.CPUDeepSpeedStrategy", "stage": 2},
+        or {"_target_": "afd.runtime.strategies.CPUDeepSpeedStrategy", "stage": 2},
     }
     kwargs, module.clip = manual_trainer_kwargs(trainer_cfg)
     sampler = DrawWithReplacement(len(rows), steps * 5, seed=0)
@@ -159,7 +162,7 @@ def train(strategy: str, out: Path, steps: int = 60) -> dict:
         **kwargs,
     )
     trainer.fit(module, loader)
-    from afd.strategies import export_hf_model
+    from afd.runtime.strategies import export_hf_model
 
     export_hf_model(trainer, module, out / "policy", attr="policy")
     from transformers import AutoModelForCausalLM
@@ -180,7 +183,7 @@ def train(strategy: str, out: Path, steps: int = 60) -> dict:
         "steps": len(module.history),
         "policy_updates": sum("policy_loss" in r for r in module.history),
     }
-    from afd.launch import leave_process_group
+    from afd.runtime.workers import leave_process_group
 
     leave_process_group()  # as the pipeline's workers do
     (out / "result.json").write_text(json.dumps(result))

@@ -4,10 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from afd.batching import IGNORE, ClassifierCollator, Lengths, LMCollator, encode_response, pad_batch
-from afd.models import load_classifier, load_policy, load_tokenizer
-from afd.modules.reward import reward_logits
-from afd.scoring import classifier_scores, sequence_logprobs
+from afd.models.batching import (
+    IGNORE,
+    ClassifierCollator,
+    Lengths,
+    LMCollator,
+    encode_response,
+    pad_batch,
+)
+from afd.models.loading import load_classifier, load_policy
+from afd.models.scoring import classifier_scores, reward_logits, sequence_logprobs
+from afd.models.tokenizers import load_tokenizer
 
 ROWS = [
     {"prompt": "Human: add 3 and 5 Assistant:", "response": "the answer is 8"},

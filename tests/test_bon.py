@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from afd.bon import (
+from afd.objectives.best_of_n import (
     bon_curve,
     expected_best_of_n,
     kl_analytic,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from afd.cache import MANIFEST, Artifact, StageCache, artifact_key
+from afd.core.cache import MANIFEST, Artifact, StageCache, artifact_key
 
 
 def test_key_depends_on_config_and_upstream_only():

@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import ROOT, TINY, compose_config
 
-from afd.job import run_job
-from afd.pipeline import Pipeline
-from afd.tracking import Tracker
+from afd.pipeline.graph import Pipeline
+from afd.pipeline.job import run_job
+from afd.reporting.tracking import Tracker
 
 # name -> trainer overrides; fp32 everywhere, so runs differ by float summation order only.
 TRAINERS = {
@@ -56,7 +56,7 @@ def pretrained(tmp_path_factory):
             [*TINY, *overrides, "trainer.log_every_n_steps=1"], tmp_path_factory.mktemp(name)
         )
         tracker = RecordingTracker()
-        art = Pipeline(cfg, tracker).init_policy()
+        art = Pipeline.from_config(cfg, tracker).init_policy()
         runs[name] = (tracker.curve("pretrain/train/loss"), art)
     return runs
 
@@ -89,10 +89,11 @@ def test_exported_artifact_is_the_one_process_model(pretrained, name):
 def test_zero2_bf16_job_end_to_end(tiny_cfg):
     """A whole job under trainer=deepspeed_stage_2 as shipped (2 processes, bf16-mixed): every
     later stage loads the exported policies, and SFT moved pi0 towards the demonstrations."""
-    from afd.batching import Lengths
-    from afd.models import load_policy, load_tokenizer
-    from afd.scoring import sequence_logprobs
-    from afd.stages.data import DataDir
+    from afd.models.batching import Lengths
+    from afd.models.loading import load_policy
+    from afd.models.scoring import sequence_logprobs
+    from afd.models.tokenizers import load_tokenizer
+    from afd.tasks.data_dir import DataDir
 
     cfg = tiny_cfg("trainer=deepspeed_stage_2")
     results = run_job(cfg)
@@ -120,7 +121,7 @@ def test_adversarial_stage_trains_in_two_processes(tmp_path, name):
     """divergence=reverse_kl in two worker processes: the gold scorer is built in the workers,
     rank 0's history and logged curve come back to the job, and the policy is a plain HF model
     that later stages load."""
-    from afd.stages.adversarial import read_history
+    from afd.core.artifacts import read_history
 
     searchpath = f"hydra.searchpath=[file://{ROOT / 'tests' / 'conf'}]"
     cfg = compose_config(
@@ -134,7 +135,7 @@ def test_adversarial_stage_trains_in_two_processes(tmp_path, name):
         tmp_path,
     )
     tracker = RecordingTracker()
-    art = Pipeline(cfg, tracker).policy("policy")
+    art = Pipeline.from_config(cfg, tracker).policy("policy")
     history = read_history(art.path)
     assert [r["step"] for r in history] == list(range(12))
     assert [r["step"] for r in history if "gold" in r] == [0, 4, 8, 11]
@@ -148,15 +149,17 @@ def test_adversarial_stage_trains_in_two_processes(tmp_path, name):
 def test_lora_sft_under_zero2_in_two_processes(tiny_hh_models, tmp_path):
     """LoRA and gradient checkpointing (the model options) travel to the workers; the adapters
     of the ZeRO-2 run are gathered and merged into a plain model that matches one process."""
+    from conftest import stage_context
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from afd.batching import Lengths
-    from afd.data.records import Example, write_jsonl
-    from afd.finetune import LoraSpec, ModelOptions
-    from afd.launch import StageLauncher
-    from afd.modules.optim import OptimConfig
-    from afd.stages import sft as sft_stage
-    from afd.training import Schedule
+    from afd.core.jsonl import write_jsonl
+    from afd.models.batching import Lengths
+    from afd.models.options import LoraSpec, ModelOptions
+    from afd.recipes.sft import SFT
+    from afd.runtime.launch import StageLauncher
+    from afd.runtime.optim import OptimConfig
+    from afd.runtime.trainer import Schedule
+    from afd.tasks.records import Example
 
     # Without dropout, whose masks differ between one process and two, the runs agree.
     policy = tmp_path / "policy"
@@ -181,27 +184,17 @@ def test_lora_sft_under_zero2_in_two_processes(tiny_hh_models, tmp_path):
             "devices": 2,
             "num_nodes": 1,
             "precision": "32-true",
-            "strategy": {"_target_": "afd.strategies.CPUDeepSpeedStrategy", "stage": 2},
+            "strategy": {"_target_": "afd.runtime.strategies.CPUDeepSpeedStrategy", "stage": 2},
         },
     }
     outs, metrics = {}, {}
     for name, trainer in trainers.items():
         outs[name] = tmp_path / name
         outs[name].mkdir()
-        metrics[name] = StageLauncher(trainer).run(
-            sft_stage.build,
-            outs[name],
-            data,
-            str(policy),
-            Schedule(epochs=2, batch_size=8),
-            OptimConfig(lr=3e-2),
-            Lengths(64, 32),
-            trainer,
-            0,
-            val_fraction=0.1,
-            progress=False,
-            options=options,
-        )
+        sft = SFT(Schedule(epochs=2, batch_size=8), OptimConfig(lr=3e-2), 0.1, None)
+        ctx = stage_context(lengths=Lengths(64, 32), trainer=trainer, model=options)
+        inputs = {"data": data, "init": policy}
+        metrics[name] = StageLauncher(trainer).run(sft.build, outs[name], ctx, inputs)
     assert metrics["zero2"]["trainable_parameters"] == metrics["one"]["trainable_parameters"] > 0
     assert not (outs["zero2"] / "adapter_config.json").exists()  # merged: a plain checkpoint
     torch.testing.assert_close(

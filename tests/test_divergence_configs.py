@@ -4,8 +4,10 @@ naming their key."""
 import pytest
 from conftest import compose_config
 
-from afd.divergences import Adversarial, ForwardKL
-from afd.validate import ConfigError, validate
+from afd.core.errors import ConfigError
+from afd.pipeline.validate import validate
+from afd.recipes.adversarial.recipe import Adversarial
+from afd.recipes.sft import SFTPolicy as ForwardKL
 
 
 @pytest.mark.parametrize(
@@ -57,7 +59,7 @@ def test_nested_choices_sweep_f_and_discriminator():
         (["reward=ensemble", "reward.size=1"], "reward.size must be an integer >= 2"),
         (
             ["reward=ensemble", "reward.resample=jackknife"],
-            "reward.resample must be 'seed' or 'bootstrap'",
+            "reward.resample must be one of ('seed', 'bootstrap')",
         ),
         (
             ["reward=irl_bt", "+reward.weights.extra=1.0"],
@@ -72,7 +74,7 @@ def test_bad_values_name_their_key(overrides, message):
 
 
 def test_manual_optimisation_refuses_gradient_accumulation():
-    from afd.stages.adversarial import manual_trainer_kwargs
+    from afd.runtime.trainer import manual_trainer_kwargs
 
     kwargs, clip = manual_trainer_kwargs({"accelerator": "cpu", "gradient_clip_val": 0.5})
     assert "gradient_clip_val" not in kwargs and clip == 0.5
@@ -80,7 +82,7 @@ def test_manual_optimisation_refuses_gradient_accumulation():
         manual_trainer_kwargs({"accelerator": "cpu", "accumulate_grad_batches": 2})
     ds, clip = manual_trainer_kwargs(
         {
-            "strategy": {"_target_": "afd.strategies.CPUDeepSpeedStrategy", "stage": 2},
+            "strategy": {"_target_": "afd.runtime.strategies.CPUDeepSpeedStrategy", "stage": 2},
             "gradient_clip_val": 1.0,
         }
     )
@@ -89,8 +91,8 @@ def test_manual_optimisation_refuses_gradient_accumulation():
 
 def test_stage_keys_hold_resolved_values(tmp_path):
     """data.noise reaches data.task.noise through an interpolation; the data key must change."""
-    from afd.pipeline import Pipeline
-    from afd.tracking import Tracker
+    from afd.pipeline.graph import Pipeline
+    from afd.reporting.tracking import Tracker
 
     keys = set()
     for noise in (0.1, 0.3):
@@ -103,5 +105,5 @@ def test_stage_keys_hold_resolved_values(tmp_path):
             ],
             tmp_path,
         )
-        keys.add(Pipeline(cfg, Tracker()).data().key)
+        keys.add(Pipeline.from_config(cfg, Tracker()).data().key)
     assert len(keys) == 2

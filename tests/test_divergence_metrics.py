@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from afd.divergence_metrics import (
+from afd.objectives.demonstrator_metrics import (
     SMOOTHING_EPS,
     coverage,
     entropy_estimate,
@@ -15,7 +15,7 @@ from afd.divergence_metrics import (
     reverse_kl_estimate,
     support_mass,
 )
-from afd.diversity import bleu, distinct_n, self_bleu
+from afd.objectives.diversity import bleu, distinct_n, self_bleu
 
 BETA = {"a": 0.5, "b": 0.3, "c": 0.2}  # the demonstrator: three modes
 PI = {"a": 0.5, "b": 0.25, "x": 0.25}  # a policy that drops mode c and leaves the support

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TINY
 
-from afd.job import run_job
+from afd.pipeline.job import run_job
 
 TEST_CONF = ROOT / "tests" / "conf"
 SEARCHPATH = f"hydra.searchpath=[file://{TEST_CONF}]"

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from afd.fdivergences import ALL, ForwardKL, JensenShannon, PearsonChi2, ReverseKL, SquaredHellinger
+from afd.objectives.f_divergences import (
+    ALL,
+    ForwardKL,
+    JensenShannon,
+    PearsonChi2,
+    ReverseKL,
+    SquaredHellinger,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -5,18 +5,20 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, hf_sample, stage_context
 from transformers import AutoModelForCausalLM
 
-from afd.batching import Lengths, LMCollator, encode_prompt, encode_response, training_rows
-from afd.data.records import Example, write_jsonl
-from afd.finetune import LoraSpec, ModelOptions, model_options, prepare_for_training
-from afd.models import PretrainedModel, load_policy, load_tokenizer
-from afd.modules.optim import OptimConfig
-from afd.sampling import SamplingConfig, generate
-from afd.scoring import sequence_logprobs
-from afd.stages import sft as sft_stage
-from afd.training import Schedule
+from afd.core.jsonl import write_jsonl
+from afd.models.batching import Lengths, LMCollator, encode_prompt, encode_response, training_rows
+from afd.models.loading import load_policy
+from afd.models.options import LoraSpec, ModelOptions, prepare_for_training
+from afd.models.scoring import sequence_logprobs
+from afd.models.specs import PretrainedModel
+from afd.models.tokenizers import load_tokenizer
+from afd.recipes.sft import SFT
+from afd.runtime.optim import OptimConfig
+from afd.runtime.trainer import Schedule
+from afd.tasks.records import Example
 
 PROMPT = "\n\nHuman: How do I bake bread?\n\nAssistant:"
 CPU = compose_config([]).trainer
@@ -63,11 +65,11 @@ def test_model_options_come_from_the_model_config():
     cfg = compose_config(["model=gemma_2b"])
     from hydra.utils import instantiate
 
-    options = model_options(instantiate(cfg.model))
+    options = instantiate(cfg.model).options()
     assert options == ModelOptions(
         "bfloat16", False, True, LoraSpec(16, 32, 0.05, ("q_proj", "k_proj", "v_proj", "o_proj"))
     )
-    assert model_options(instantiate(compose_config([]).model)) == ModelOptions()  # the tiny GPT-2
+    assert instantiate(compose_config([]).model).options() == ModelOptions()  # the tiny GPT-2
     with pytest.raises(ValueError, match="model.dtype must be one of"):
         PretrainedModel("gpt2", dtype="fp8")
     with pytest.raises(ValueError, match="model.lora: .*unexpected keyword argument 'rank'"):
@@ -81,7 +83,7 @@ def one_step_loss_and_grads(path, options):
     batch = LMCollator(tok, Lengths(64, 32))(
         [(PROMPT, "Mix flour, water and yeast."), (PROMPT, "Buy it.")]
     )
-    from afd.losses import forward_kl_nll
+    from afd.objectives.losses import forward_kl_nll
 
     loss = forward_kl_nll(
         model(
@@ -120,19 +122,9 @@ def test_lora_sft_trains_adapters_and_saves_a_plain_model(tiny_hh_models, tmp_pa
     out = tmp_path / "sft"
     out.mkdir()
     options = ModelOptions(lora=LoraSpec(r=4, alpha=8, dropout=0.0), gradient_checkpointing=True)
-    metrics = sft_stage.build(
-        out,
-        data,
-        str(tiny_hh_models["policy"]),
-        Schedule(epochs=3, batch_size=8),
-        OptimConfig(lr=3e-2),
-        Lengths(64, 32),
-        CPU,
-        0,
-        val_fraction=0.1,
-        progress=False,
-        options=options,
-    )
+    sft = SFT(Schedule(epochs=3, batch_size=8), OptimConfig(lr=3e-2), 0.1, None)
+    ctx = stage_context(lengths=Lengths(64, 32), trainer=CPU, model=options)
+    metrics = sft.build(out, ctx, {"data": data, "init": tiny_hh_models["policy"]})
     total = sum(
         p.numel()
         for p in AutoModelForCausalLM.from_pretrained(tiny_hh_models["policy"]).parameters()
@@ -170,22 +162,12 @@ def test_generation_stops_at_the_next_human_turn(tiny_hh_models):
         return out
 
     model.lm_head.register_forward_hook(force)
-    cfg = SamplingConfig(
-        max_new_tokens=len(script), temperature=0.0, stop_strings=["\n\nHuman:", "\n\nAssistant:"]
-    )
-    [[out]] = generate(model, tok, [PROMPT], 1, cfg, Lengths(64, 64), 0, progress=False)
+    stops = ("\n\nHuman:", "\n\nAssistant:")
+    greedy = {"max_new_tokens": len(script), "temperature": 0.0}
+    [[out]] = hf_sample(model, tok, [PROMPT], 1, Lengths(64, 64), stop_strings=stops, **greedy)
     assert out.response == "Sure, knead it." and out.finished
     assert steps["n"] < len(script)  # generation stopped at the stop string, not at max_new_tokens
     steps["n"] = 0
-    [[free]] = generate(
-        model,
-        tok,
-        [PROMPT],
-        1,
-        SamplingConfig(max_new_tokens=len(script), temperature=0.0),
-        Lengths(64, 64),
-        0,
-        progress=False,
-    )
+    [[free]] = hf_sample(model, tok, [PROMPT], 1, Lengths(64, 64), **greedy)
     assert free.response.startswith("Sure, knead it.\n\nHuman: thanks") and not free.finished
     assert np.isfinite(free.num_tokens)

@@ -5,9 +5,9 @@ import pytest
 import torch
 from tiny_hf import HH_DIR
 
-from afd.data.hh import HHRLHFTask
-from afd.dialogue import ChatTemplate, DialogueError
-from afd.gold import RewardModelGold, fit_pair
+from afd.models.dialogue import ChatTemplate, DialogueError
+from afd.tasks.gold import RewardModelGold, fit_pair
+from afd.tasks.hh import HHRLHFTask
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import json
 import pytest
 from tiny_hf import HH_DIR, HH_HARMLESS_TEST, gpt2_like_tokenizer, hh_texts
 
-from afd.data.hh import HHRLHFTask
-from afd.data.jsonl import JSONLTask
-from afd.data.prepare import hash_fraction
-from afd.data.records import DataError
-from afd.dialogue import ASSISTANT, HUMAN, split_last_turn, turns
+from afd.core.errors import DataError
+from afd.models.dialogue import ASSISTANT, HUMAN, split_last_turn, turns
+from afd.tasks.hh import HHRLHFTask
+from afd.tasks.jsonl import JSONLTask
+from afd.tasks.prepare import hash_fraction
 
 
 def raw_rows():
@@ -207,7 +207,7 @@ def test_dialogue_turns_for_chat_templates():
 def test_paper_experiments_compose_and_validate_without_loading_anything(experiment):
     from conftest import compose_config
 
-    from afd.validate import validate
+    from afd.pipeline.validate import validate
 
     cfg = compose_config([f"+experiment={experiment}"])
     validate(cfg)  # instantiates data, model and gold specs: nothing is read or downloaded
@@ -227,14 +227,15 @@ def test_paper_experiments_compose_and_validate_without_loading_anything(experim
             "data.task.num_heldout_prompts must be null or an integer >= 1",
         ),
         ("data.lengths.prompt_truncation=middle", "data.lengths.prompt_truncation must be one of"),
-        ("model.lora.r=0", "model: model.lora.r must be >= 1"),
+        ("model.lora.r=0", "model.lora.r must be >= 1"),
         ("gold.max_length=1", "gold: gold.max_length must be >= 2"),
     ],
 )
 def test_bad_hh_settings_are_named_before_any_work(override, message):
     from conftest import compose_config
 
-    from afd.validate import ConfigError, validate
+    from afd.core.errors import ConfigError
+    from afd.pipeline.validate import validate
 
     with pytest.raises(ConfigError) as err:
         validate(compose_config(["+experiment=helpful_gemma", override]))

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from tiny_hf import HH_DIR, HH_HARMLESS_TEST
 
-from afd.batching import Lengths
-from afd.dialogue import split_last_turn
-from afd.job import run_job
-from afd.models import load_policy, load_tokenizer
-from afd.scoring import sequence_logprobs
-from afd.stages.data import DataDir
-from afd.stages.sample import read_samples
-from afd.stages.score import read_scores
+from afd.core.artifacts import read_samples, read_scores
+from afd.models.batching import Lengths
+from afd.models.dialogue import split_last_turn
+from afd.models.loading import load_policy
+from afd.models.scoring import sequence_logprobs
+from afd.models.tokenizers import load_tokenizer
+from afd.pipeline.job import run_job
+from afd.tasks.data_dir import DataDir
 
 # Real HH text from the one local file (train and held-out split it by hash), small counts.
 SMALL = [
@@ -69,7 +69,7 @@ def test_harmless_experiment_on_real_text(tiny_cfg, tiny_hh_models):
         drop=("",),
     )
     assert (
-        cfg.gold._target_ == "afd.gold.RewardModelGold"
+        cfg.gold._target_ == "afd.tasks.gold.RewardModelGold"
         and cfg.sampling.stop_strings[0] == "\n\nHuman:"
     )
     results = run_job(cfg)
@@ -133,7 +133,10 @@ def test_gemma_variant_with_lora_and_the_bradley_terry_baseline(tiny_cfg, tiny_h
         "sft.optim.lr=3.0e-2",
         drop=("",),
     )
-    assert cfg.model.dtype == "bfloat16" and cfg.gold.format._target_ == "afd.dialogue.ChatTemplate"
+    assert (
+        cfg.model.dtype == "bfloat16"
+        and cfg.gold.format._target_ == "afd.models.dialogue.ChatTemplate"
+    )
     results = run_job(cfg)
     assert (
         results["reward"] == "bt" and "sample/init/train" not in results["stages"]

@@ -10,7 +10,15 @@ import pytest
 from conftest import ROOT, compose_config
 from huggingface_hub import constants
 
-from afd.hub import HubUnavailable, hub_resources, preflight, probe
+from afd.core.hub import HubUnavailable, probe
+from afd.pipeline.preflight import hub_resources, preflight
+from afd.pipeline.validate import validate
+
+
+def parts_of(cfg) -> list:
+    """The parts of a job that may load something from the Hub."""
+    return validate(cfg).hub_users()
+
 
 NEEDED = [
     "'Anthropic/hh-rlhf'",
@@ -44,14 +52,14 @@ def online_mode(monkeypatch, tmp_path):
 def test_unreachable_hub_fails_at_once_naming_each_resource(online_mode, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
     cfg = compose_config(["+experiment=helpful"])
-    assert [r.repo_id for r in hub_resources(cfg)] == [
+    assert [r.repo_id for r in hub_resources(parts_of(cfg))] == [
         "Anthropic/hh-rlhf",
         "gpt2",
         "weqweasdas/RM-Gemma-7B",
     ]
     start = time.monotonic()
     with pytest.raises(HubUnavailable) as err:
-        preflight(cfg)
+        preflight(parts_of(cfg))
     assert time.monotonic() - start < 2.0
     assert all(s in str(err.value) for s in NEEDED), str(err.value)
     assert (
@@ -70,7 +78,7 @@ def test_silent_endpoint_costs_one_short_timeout(online_mode, monkeypatch):
         assert time.monotonic() - start < 2.5
         monkeypatch.setenv("HF_ENDPOINT", url)
         with pytest.raises(HubUnavailable, match="timed out"):
-            preflight(compose_config(["+experiment=harmless"]), timeout_s=1.0)
+            preflight(parts_of(compose_config(["+experiment=harmless"])), timeout_s=1.0)
 
 
 def test_local_paths_need_no_hub(online_mode, monkeypatch, tiny_hh_models):
@@ -83,8 +91,8 @@ def test_local_paths_need_no_hub(online_mode, monkeypatch, tiny_hh_models):
             f"gold.name_or_path={tiny_hh_models['gold']}",
         ]
     )
-    assert hub_resources(cfg) == []
-    preflight(cfg)  # nothing to fetch: no probe, no error
+    assert hub_resources(parts_of(cfg)) == []
+    preflight(parts_of(cfg))  # nothing to fetch: no probe, no error
     assert not constants.HF_HUB_OFFLINE
 
 

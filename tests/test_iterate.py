@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from afd.job import run_job
+from afd.pipeline.job import run_job
 
 
 @pytest.mark.slow
@@ -28,7 +28,8 @@ def test_rounds_retrain_reward_on_the_current_policy(tiny_cfg, launched):
     assert reward2["upstream"]["backbone"]["path"] == arts["round/1"]
     distill = json.loads((Path(arts["round/1"]) / "manifest.json").read_text())
     assert distill["upstream"]["base"]["path"] == arts["sft"]
-    assert distill["upstream"]["reward"]["path"] == arts["reward"]
+    scores = json.loads((Path(distill["upstream"]["scores"]["path"]) / "manifest.json").read_text())
+    assert scores["upstream"]["reward"]["path"] == arts["reward"]
     assert distill["metrics"]["rows"] == 40
     from safetensors.torch import load_file
 
@@ -38,5 +39,8 @@ def test_rounds_retrain_reward_on_the_current_policy(tiny_cfg, launched):
     assert isinstance(iterated["rounds"]["gold_final_policy"], float)
     # the new nodes that train (the policies of rounds 1 and 2, round 2's reward model) train
     # like SFT: through the stage launcher, in workers when the trainer is distributed
-    distill, reward = "afd.stages.distill.build", "afd.stages.reward.Discriminator.build"
+    distill, reward = (
+        "afd.recipes.distill.Distill.build",
+        "afd.recipes.reward.discriminator.Discriminator.build",
+    )
     assert launched == [distill, reward, distill]

@@ -13,11 +13,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from afd import ranks
-from afd.launch import StageLauncher, needs_workers, processes
-from afd.tracking import StageLogger, Tracker
-from afd.training import ShardedBatches
-from afd.validate import ConfigError, validate
+from afd.core.errors import ConfigError
+from afd.pipeline.validate import validate
+from afd.reporting.tracking import StageLogger, Tracker
+from afd.runtime import follow as following
+from afd.runtime import ranks
+from afd.runtime.launch import StageLauncher, needs_workers, processes
+from afd.runtime.trainer import ShardedBatches
 
 TESTS = Path(__file__).resolve().parent
 TRAINERS = [
@@ -127,7 +129,7 @@ def test_death_after_a_finished_stage_keeps_its_work(tmp_path, monkeypatch, capl
     out = tmp_path / "out"
     out.mkdir()
     launcher = StageLauncher({"devices": 1, "strategy": "ddp"})
-    with caplog.at_level("WARNING", logger="afd.launch"):
+    with caplog.at_level("WARNING", logger="afd.runtime.workers"):
         metrics = launcher.run(stage_that_dies_at_exit, out)
     assert metrics == {"value": 1.0}
     assert (out / "artifact.txt").read_text() == "done"
@@ -175,12 +177,10 @@ def slurm_task(monkeypatch, rank: int, tasks: int = 2):
 
 
 def test_follower_runs_every_published_call_then_stops(tmp_path, monkeypatch):
-    import afd.launch
-
     slurm_task(monkeypatch, rank=1)
     assert ranks.is_follower() and ranks.slurm_tasks() == 2
     ran = []
-    monkeypatch.setattr(afd.launch, "run_worker", lambda path: ran.append(path.name))
+    monkeypatch.setattr(following, "run_worker", lambda path: ran.append(path.name))
     leader = ranks.Leader(ranks.rendezvous_dir(tmp_path))
     assert leader.directory == tmp_path.resolve() / ".ranks" / "77.0.0"
 
@@ -192,7 +192,7 @@ def test_follower_runs_every_published_call_then_stops(tmp_path, monkeypatch):
 
     thread = threading.Thread(target=lead)
     thread.start()
-    assert ranks.follow(tmp_path) == 3
+    assert following.follow(tmp_path) == 3
     thread.join()
     assert ran == ["0000.call", "0001.call", "0002.call"]
 
@@ -200,7 +200,7 @@ def test_follower_runs_every_published_call_then_stops(tmp_path, monkeypatch):
 def test_follower_gives_up_without_a_leader(tmp_path, monkeypatch):
     slurm_task(monkeypatch, rank=1)
     with pytest.raises(RuntimeError, match="stopped its heartbeat"):
-        ranks.follow(tmp_path, stale_s=1.0)
+        following.follow(tmp_path, stale_s=1.0)
 
 
 def test_interactive_slurm_shell_is_not_a_multi_task_job(monkeypatch):
@@ -269,7 +269,7 @@ def test_two_processes_validate(monkeypatch):
 
 
 def test_crash_hook_matches_only_its_jobs():
-    from afd.faults import CrashJob
+    from afd.runtime.faults import CrashJob
 
     hook = CrashJob(when=OmegaConf.create({"n": 4, "reward.name": "init_sft"}))
     assert hook.matches(compose_config(["n=4"]))

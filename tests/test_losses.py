@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from afd.losses import (
+from afd.objectives.losses import (
     IGNORE,
     binary_accuracy,
     bradley_terry,
@@ -100,7 +100,7 @@ def test_global_token_normalisation_splits_the_batch_gradient_exactly():
     """Two data-parallel halves, each dividing its NLL sum by the whole batch's token count
     (times the 2 processes whose gradients are averaged), give the full-batch gradient of the
     token-mean NLL; dividing by each half's own count would not."""
-    from afd.losses import token_nll_sum
+    from afd.objectives.losses import token_nll_sum
 
     torch.manual_seed(0)
     theta = torch.randn(4, 6, 9, requires_grad=True)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from afd.job import RESULTS, run_job
+from afd.pipeline.job import RESULTS, run_job
 
 RESULT_KEYS = {
     "experiment",

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, TINY
 
-from afd.report import ablation_table, job_metrics, swept_keys, write_report
+from afd.reporting.report import ablation_table, write_report
+from afd.reporting.sweep import job_metrics, swept_keys
 
 DIVERGENCES = ("forward_kl", "reverse_kl")
 
@@ -157,7 +158,7 @@ def panels_of(report) -> list[dict]:
 
 
 def test_wandb_report_has_gold_vs_n_and_divergence_panels(divergence_sweep, offline_wandb):
-    from afd.wandb_report import build_report
+    from afd.reporting.wandb_report import build_report
 
     _, jobs = divergence_sweep
     report = build_report(jobs, project="afd")
@@ -179,8 +180,8 @@ def test_wandb_report_has_gold_vs_n_and_divergence_panels(divergence_sweep, offl
 
 
 def test_wandb_report_without_ablation(n_sweep, offline_wandb):
-    from afd.report import collect
-    from afd.wandb_report import build_report
+    from afd.reporting.summary import collect
+    from afd.reporting.wandb_report import build_report
 
     _, raw = collect(n_sweep)
     configs = [p["config"] for _, p in panels_of(build_report(raw, project="p", entity="team"))]

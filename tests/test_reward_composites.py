@@ -4,8 +4,8 @@ cached nodes shared across penalties, and the composite scores are exactly their
 import numpy as np
 import pytest
 
-from afd.job import run_job
-from afd.scoring import load_scorer
+from afd.models.scoring import load_scorer
+from afd.pipeline.job import run_job
 
 TINY_MEMBER = ("reward.num_prompts",)
 ROWS = [
@@ -31,7 +31,7 @@ def test_ensemble_members_are_shared_and_the_score_is_mean_minus_penalty_std(tin
     assert mean["stages"]["reward/member0"] == "cached"
     assert mean["stages"]["reward/member1"] == mean["stages"]["reward/member2"] == "trained"
     # members train through the stage launcher (workers when distributed); the mean does not
-    assert launched == ["afd.stages.reward.Discriminator.build"] * 2
+    assert launched == ["afd.recipes.reward.discriminator.Discriminator.build"] * 2
     conservative = run_job(
         tiny_cfg(
             "reward=ensemble_conservative", "reward.size=3", "rm.num_prompts=60", drop=TINY_MEMBER
@@ -73,7 +73,10 @@ def test_heterogeneous_reward_is_the_weighted_standardised_sum(tiny_cfg, launche
         )
     )
     arts = results["artifacts"]
-    trained = {"afd.stages.reward.Discriminator.build", "afd.stages.reward.BradleyTerry.build"}
+    trained = {
+        "afd.recipes.reward.discriminator.Discriminator.build",
+        "afd.recipes.reward.bradley_terry.BradleyTerry.build",
+    }
     assert trained <= set(launched) and not any("Heterogeneous" in c for c in launched)
     assert (
         results["stages"]["reward/irl"] in ("trained", "cached")

@@ -4,7 +4,7 @@ import pytest
 from conftest import compose_config
 from omegaconf import open_dict
 
-from afd.job import run_job
+from afd.pipeline.job import run_job
 
 
 def run(toy_cache, tmp_path, *overrides):

@@ -191,7 +191,7 @@ def test_hard_crash_is_reported_failed_and_does_not_hang(slurm, n_sweep):
     names the job and its SLURM state, and the other job's results are there."""
     proc, sweep_dir, seconds = sweep(
         slurm,
-        "+hydra.callbacks.crash._target_=afd.faults.CrashJob",
+        "+hydra.callbacks.crash._target_=afd.runtime.faults.CrashJob",
         "+hydra.callbacks.crash.when.n=4",
         "-m",
         "n=2,4",

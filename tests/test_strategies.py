@@ -83,7 +83,7 @@ def make_module():
 
 
 def make_strategy(name: str):
-    from afd.strategies import CPUDeepSpeedStrategy
+    from afd.runtime.strategies import CPUDeepSpeedStrategy
 
     if name in ("plain", "ddp"):
         return {"plain": "auto"}.get(name, name)
@@ -98,8 +98,8 @@ def train(name: str, devices: int, out: Path, precision: str = "32-true") -> Non
     """Entry point of the child process: train, export, record losses and probe logits."""
     import lightning.pytorch as pl
 
-    from afd.launch import leave_process_group
-    from afd.strategies import export_hf_model
+    from afd.runtime.strategies import export_hf_model
+    from afd.runtime.workers import leave_process_group
 
     pl.seed_everything(0, verbose=False)
     module = make_module()
@@ -145,7 +145,7 @@ def check_export(out: Path, logits_tol: float = 1e-5) -> torch.nn.Module:
     what the saved Lightning checkpoint exports to."""
     from transformers import AutoModelForCausalLM
 
-    from afd.strategies import export_hf_model
+    from afd.runtime.strategies import export_hf_model
 
     reloaded = AutoModelForCausalLM.from_pretrained(out / "hf").eval()
     assert all(p.dtype == torch.float32 for p in reloaded.parameters())
@@ -196,7 +196,7 @@ def test_two_processes_match_one(tmp_path):
 def test_config_is_copied_and_plain():
     from omegaconf import OmegaConf
 
-    from afd.strategies import CPUDeepSpeedStrategy
+    from afd.runtime.strategies import CPUDeepSpeedStrategy
 
     cfg = {"zero_optimization": {"stage": 2}, "zero_allow_untested_optimizer": True}
     first, second = CPUDeepSpeedStrategy(config=cfg), CPUDeepSpeedStrategy(config=cfg)
@@ -215,7 +215,7 @@ def test_hydra_instantiates_stage_and_offload():
     strategy = instantiate(
         OmegaConf.create(
             {
-                "_target_": "afd.strategies.CPUDeepSpeedStrategy",
+                "_target_": "afd.runtime.strategies.CPUDeepSpeedStrategy",
                 "stage": 3,
                 "offload_optimizer": True,
                 "offload_parameters": True,

@@ -6,12 +6,12 @@ from collections import Counter
 
 import pytest
 
-from afd.data.toy.categories import categorize, category_shares
-from afd.data.toy.demonstrator import SIGNATURE, Demonstrator, strip_signature
-from afd.data.toy.gold import GOLD_REWARDS, harmless, helpful, hh
-from afd.data.toy.grammar import REQUEST_TYPES, compliance, vocabulary
-from afd.data.toy.task import ToyTask
-from afd.models import word_tokenizer
+from afd.models.tokenizers import word_tokenizer
+from afd.tasks.toy.categories import categorize, category_shares
+from afd.tasks.toy.demonstrator import SIGNATURE, Demonstrator, strip_signature
+from afd.tasks.toy.gold import GOLD_REWARDS, harmless, helpful, hh
+from afd.tasks.toy.grammar import REQUEST_TYPES, compliance, vocabulary
+from afd.tasks.toy.task import ToyTask
 
 ADD = {"type": "add", "args": {"a": 3, "b": 5}, "phrasing": 0}
 HARM = {"type": "harmful", "args": {"verb": "steal", "obj": "a car"}, "phrasing": 1}

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from afd.data.records import DataError, read_examples, read_pairs
-from afd.job import run_job
-from afd.validate import ConfigError, validate
+from afd.core.errors import ConfigError, DataError
+from afd.pipeline.job import run_job
+from afd.pipeline.validate import validate
+from afd.tasks.records import read_examples, read_pairs
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
-FAILURE = "failure.json"  # the name afd.job gives a failed job's record
+FAILURE = "failure.json"  # the name afd.pipeline.job gives a failed job's record
 
 
 class AfdSlurmLauncher(SlurmLauncher):
@@ -82,7 +82,7 @@ class AfdSlurmLauncher(SlurmLauncher):
             log.error("%d of %d jobs failed:", len(failed), len(returns))
             for r in failed:
                 log.error("  %s: %s", " ".join(r.overrides), str(r._return_value).splitlines()[0])
-            from afd.summary import write_summary
+            from afd.reporting.summary import write_summary
 
             write_summary(sweep_dir)  # Hydra's end-of-sweep callbacks do not run on failure
         return returns

@@ -1,0 +1,1 @@
+"""Generation engines (`sampling=`) behind the Generator protocol (afd/core/protocols.py)."""

@@ -1,0 +1,95 @@
+"""Model specs, the `_target_`s of `conf/model/*.yaml`: how the initial policy pi0 comes to be.
+
+`TinyGPT2` is built from scratch on the task's vocabulary and pretrained by the `pretrain`
+stage (the synthetic task); `PretrainedModel` loads any causal LM from disk or the Hub. Both
+say how every later stage loads and trains models (`options()`: dtype, LoRA, checkpointing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
+
+from afd.core.errors import ConfigError
+from afd.core.hub import HubResource
+from afd.models.loading import check_dtype
+from afd.models.options import ModelOptions, lora_spec
+from afd.models.tokenizers import bpe_tokenizer, word_tokenizer
+
+
+@dataclass
+class TinyGPT2:
+    """A GPT-2 built from scratch on the task's own vocabulary; the `pretrain` stage trains it."""
+
+    n_layer: int = 2
+    n_embd: int = 128
+    n_head: int = 4
+    n_positions: int = 64
+    dropout: float = 0.0
+    bpe_vocab_size: int = 512  # when the task has no closed vocabulary
+
+    def options(self) -> ModelOptions:
+        return ModelOptions()
+
+    def build_tokenizer(self, vocabulary: list[str] | None, texts) -> PreTrainedTokenizerBase:
+        """Word-level over a closed vocabulary if the task has one, else BPE on its corpus."""
+        return (
+            word_tokenizer(vocabulary) if vocabulary else bpe_tokenizer(texts, self.bpe_vocab_size)
+        )
+
+    def build(self, tokenizer: PreTrainedTokenizerBase) -> GPT2LMHeadModel:
+        config = GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=self.n_positions,
+            n_embd=self.n_embd,
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            resid_pdrop=self.dropout,
+            embd_pdrop=self.dropout,
+            attn_pdrop=self.dropout,
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        return GPT2LMHeadModel(config)
+
+
+@dataclass
+class PretrainedModel:
+    """Any causal LM on disk or on the Hub (`name_or_path`), used as the initial policy.
+
+    `dtype`, `gradient_checkpointing` and `lora` (a dict of afd.models.options.LoraSpec
+    fields, or None for full fine-tuning) apply to every stage that trains or runs it; remote
+    code from the Hub runs only with `trust_remote_code=true`.
+    """
+
+    name_or_path: str
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+    lora: dict | None = None
+
+    def __post_init__(self):
+        if not self.name_or_path:
+            raise ConfigError(
+                "model.name_or_path is empty: give a Hub id (gpt2) or a local directory"
+            )
+        check_dtype(self.dtype, "model.dtype")
+        lora_spec(self.lora)
+
+    def options(self) -> ModelOptions:
+        return ModelOptions(
+            dtype=self.dtype,
+            trust_remote_code=bool(self.trust_remote_code),
+            gradient_checkpointing=bool(self.gradient_checkpointing),
+            lora=lora_spec(self.lora),
+        )
+
+    def source(self) -> dict:
+        """What pi0 is: the weights it loads. LoRA, checkpointing and dtype say how later
+        stages train and run it, not what it is, so they are no part of its identity."""
+        return {"name_or_path": self.name_or_path}
+
+    def hub_resources(self) -> list:
+        return [HubResource(self.name_or_path, "model", "model.name_or_path", "policy")]

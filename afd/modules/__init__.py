@@ -1,1 +1,0 @@
-"""LightningModules of the training stages: SFT (forward KL) and the reward model."""

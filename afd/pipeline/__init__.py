@@ -1,0 +1,1 @@
+"""The job: config validation into parts, the stage graph, evaluation, iterative rounds."""

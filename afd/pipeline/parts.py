@@ -1,0 +1,115 @@
+"""A job's parts: every swappable piece of the config instantiated once, checked as it is
+built (each error names its key), and the stage context made from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from afd.core.config import Built, plain
+from afd.core.context import StageContext
+from afd.core.errors import AfdError, ConfigError
+from afd.core.protocols import BuiltFromScratch, HasCorpus
+from afd.models.batching import Lengths
+
+
+def make(node, key: str):
+    """Instantiate a config node; any failure is a ConfigError naming `key`."""
+    try:
+        return instantiate(node)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        if isinstance(cause, AfdError) and key.split(".")[0] in str(cause):
+            raise ConfigError(str(cause)) from None
+        raise ConfigError(f"{key}: {cause}") from None
+    except AfdError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+@dataclass
+class JobParts:
+    cfg: DictConfig  # the composed config (evaluation settings: bon, eval, rounds, n)
+    task: Built
+    spec: Any
+    options: Any  # ModelOptions
+    pretrain: Any  # Pretrain recipe, when the model is built from scratch
+    sft: Any
+    reward_config: DictConfig
+    reward: Any  # RewardRecipe
+    divergence: Any  # PolicyRecipe
+    iterate: Any  # Distill recipe of iterative rounds
+    engine: Any  # GenerationEngine
+    gold: Built
+    tracker: Any  # `logger=`
+    lengths: Lengths
+    trainer: dict
+    seed: int
+    cache_dir: str
+    cache: bool
+    progress: bool
+    coverage_samples: int
+
+    def context(self) -> StageContext:
+        """Everything a stage may read; each stage sees only what it declares."""
+        return StageContext(
+            lengths=self.lengths,
+            trainer=self.trainer,
+            seed=self.seed,
+            spec=self.spec,
+            model=self.options,
+            load=self.options.load,
+            sampling=self.engine.settings,
+            engine=self.engine,
+            gold=self.gold,
+            task=self.task,
+            progress=self.progress,
+        )
+
+    def hub_users(self) -> list:
+        """The parts that may load something by Hub id."""
+        return [self.task.get(), self.spec, self.gold.get()]
+
+
+def build_parts(cfg: DictConfig) -> JobParts:
+    """Every part of the job, instantiated from its config node (in dependency order, so the
+    first error is the one to fix)."""
+    try:
+        lengths = Lengths(**plain(cfg.data.lengths))
+    except TypeError as e:
+        raise ConfigError(f"data.lengths: {e}") from None
+    task = make(cfg.data.task, "data.task")
+    spec = make(cfg.model, "model")
+    if isinstance(spec, BuiltFromScratch) and not isinstance(task, HasCorpus):
+        raise ConfigError(
+            f"model ({type(spec).__name__}) is built from scratch and needs a pretraining corpus, "
+            f"but data.task ({type(task).__name__}) has none: use a pretrained model "
+            "(model=gpt2, or model.name_or_path=...)"
+        )
+    return JobParts(
+        cfg=cfg,
+        task=Built(cfg.data.task, task),
+        spec=spec,
+        options=spec.options(),
+        pretrain=make(cfg.pretrain, "pretrain") if isinstance(spec, BuiltFromScratch) else None,
+        sft=make(cfg.sft, "sft"),
+        reward_config=cfg.reward,
+        reward=make(cfg.reward, "reward"),
+        divergence=make(cfg.divergence, "divergence"),
+        iterate=make(cfg.iterate, "iterate"),
+        engine=make(cfg.sampling, "sampling"),
+        gold=Built(cfg.gold, make(cfg.gold, "gold")),
+        tracker=make(cfg.logger, "logger"),
+        lengths=lengths,
+        trainer=dict(plain(cfg.trainer)),
+        seed=cfg.seed,
+        cache_dir=cfg.cache_dir,
+        cache=cfg.cache,
+        progress=cfg.progress,
+        coverage_samples=cfg.eval.coverage_samples,
+    )

@@ -1,0 +1,81 @@
+"""Checks a composed config before any work starts, and builds the job's parts from it; each
+error names the offending key."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from afd.core.errors import ConfigError
+from afd.pipeline.parts import JobParts, build_parts
+from afd.runtime.ranks import slurm_tasks
+
+
+def _int(cfg, key: str, low: int | None = None, high: int | None = None, hint: str = "") -> int:
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{key} must be {bounds}, got {value}{hint}")
+    return value
+
+
+def validate(cfg: DictConfig) -> JobParts:
+    """The job's parts, once every value is known to work; the first bad one is a ConfigError
+    naming its key."""
+    n_max = _int(cfg, "bon.n_max", 1)
+    _int(cfg, "n", 1, n_max, hint=f" (raise bon.n_max to sample a larger pool; it is {n_max})")
+    _int(cfg, "seed", 0)
+    _int(cfg, "eval.init_samples_per_prompt", 1)
+    if cfg.bon.num_prompts is not None:
+        _int(cfg, "bon.num_prompts", 1)
+    for key in ("max_prompt_tokens", "max_response_tokens"):
+        _int(cfg, f"data.lengths.{key}", 1)
+    _int(cfg, "eval.coverage_samples", 1)
+    _int(cfg, "rounds", 1)
+    parts = build_parts(cfg)
+    _trainer(cfg, parts.pretrain is not None)
+    return parts
+
+
+def _trainer(cfg: DictConfig, pretrains: bool) -> None:
+    """Process counts that the training stages and the SLURM allocation can agree on."""
+    devices, nodes = _int(cfg, "trainer.devices", 1), _int(cfg, "trainer.num_nodes", 1)
+    processes = devices * nodes
+    batches = (["pretrain.schedule.batch_size"] if pretrains else []) + ["sft.schedule.batch_size"]
+    batches += _schedules(cfg.reward, "reward")  # composite rewards: every part's schedule
+    if cfg.rounds > 1:
+        batches.append("iterate.schedule.batch_size")
+    for key in batches:
+        size = _int(cfg, key, 1)
+        if size % processes:
+            raise ConfigError(
+                f"{key}={size} is the global batch and must be divisible by the "
+                f"{processes} training processes (trainer.devices x trainer.num_nodes)"
+            )
+    tasks = slurm_tasks()
+    if tasks > 1 and tasks != processes:
+        raise ConfigError(
+            f"this SLURM job has {tasks} tasks but trainer.devices x trainer.num_nodes = "
+            f"{processes}: "
+            "ask for one task per device (hydra.launcher.tasks_per_node = trainer.devices, "
+            "hydra.launcher.nodes = trainer.num_nodes; +cluster=slurm sets both)"
+        )
+    if tasks == 1 and nodes > 1:
+        raise ConfigError(
+            f"trainer.num_nodes={nodes} needs SLURM to start one task per device on every node: "
+            "run through +cluster=slurm, or srun with --ntasks-per-node=trainer.devices"
+        )
+
+
+def _schedules(node, key: str) -> list[str]:
+    """The `schedule.batch_size` keys under a config node (a recipe and its parts)."""
+    if not isinstance(node, DictConfig):
+        return []
+    found = [f"{key}.schedule.batch_size"] if "batch_size" in node.get("schedule", {}) else []
+    for name in node:
+        if name != "schedule":
+            found += _schedules(node[name], f"{key}.{name}")
+    return found

@@ -1,0 +1,67 @@
+"""Pretraining (`pretrain:`, the synthetic task only): a model built from scratch by the model
+spec, language-modelled on the task's base corpus.
+
+The result is the initial policy pi0: fluent in the task's format, not aligned. Its tokenizer
+is built here and saved with it in HF format.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import lightning as L
+
+from afd.core.config import as_dataclass
+from afd.models.batching import LMCollator
+from afd.recipes.sft import SFTModule
+from afd.runtime.optim import OptimConfig
+from afd.runtime.trainer import Schedule, export_trained, final_metrics, fit
+from afd.tasks.data_dir import DataDir
+
+
+@dataclass
+class Pretrain:
+    stage: ClassVar[str] = "pretrain"
+    reads: ClassVar[tuple[str, ...]] = ("lengths", "trainer", "seed", "spec")
+    trains: ClassVar[bool] = True
+
+    schedule: Schedule
+    optim: OptimConfig
+
+    def __post_init__(self):
+        self.schedule = as_dataclass(Schedule, self.schedule, "pretrain.schedule")
+        self.optim = as_dataclass(OptimConfig, self.optim, "pretrain.optim")
+
+    def build(self, out_dir: Path, ctx, inputs: dict[str, Path]) -> dict:
+        """inputs: `corpus`. The model comes from `ctx.spec` (a BuiltFromScratch spec)."""
+        data = DataDir(inputs["corpus"])
+        rows = [(e.prompt, e.response) for e in data.examples("corpus")]
+        L.seed_everything(ctx.seed, workers=True, verbose=False)
+        tokenizer = ctx.spec.build_tokenizer(
+            data.info.get("vocabulary"), [f"{p} {r}" for p, r in rows]
+        )
+        model = ctx.spec.build(tokenizer)
+        random.Random(ctx.seed).shuffle(rows)
+        num_val = max(1, len(rows) // 50)
+        val, train = rows[:num_val], rows[num_val:]
+        module = SFTModule(model, self.optim, self.schedule.total_steps(len(train)))
+        collate = LMCollator(tokenizer, ctx.lengths, train_on_prompt=True)
+        trainer = fit(
+            module,
+            train,
+            val,
+            collate,
+            self.schedule,
+            ctx.trainer,
+            ctx.logger,
+            ctx.seed,
+            ctx.progress,
+        )
+        export_trained(trainer, module, tokenizer, out_dir)
+        return {
+            "parameters": sum(p.numel() for p in model.parameters()),
+            **final_metrics(ctx.logger),
+        }

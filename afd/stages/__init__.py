@@ -1,1 +1,0 @@
-"""Pipeline stages: each builds one artifact directory from upstream artifact directories."""
