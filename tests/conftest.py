@@ -35,6 +35,7 @@ TINY = [
     "sft.schedule.epochs=1",
     "reward.num_prompts=60",
     "bon.n_max=8",
+    "eval.coverage_samples=8",
     "n=4",
     "eval.init_samples_per_prompt=2",
     "logger=none",

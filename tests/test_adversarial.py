@@ -211,3 +211,29 @@ def test_adversarial_module_under_deepspeed_zero2(tmp_path):
         tmp_path / "result.json",
     )
     check_learns(json.loads((tmp_path / "result.json").read_text()), 60)
+
+
+def test_a_confidently_wrong_discriminator_keeps_its_gradient():
+    """Logits far past the clip (here -50 on demonstrations): the discriminator trains on its
+    raw logits, so it still gets the gradient to recover; only the policy's reward is clipped."""
+    from afd.models.generation.settings import SamplingSettings
+    from afd.objectives.f_divergences import ReverseKL
+    from afd.recipes.adversarial.discriminators import TrajectoryDiscriminator
+    from afd.recipes.adversarial.module import AdversarialModule
+    from afd.recipes.adversarial.recipe import DemoCollator
+
+    tok, policy, reference, disc, rows, collate, _ = mini_task()
+    disc.score.register_forward_hook(lambda module, args, out: out - 50.0)
+    recipe = type("Recipe", (), {"discriminator": TrajectoryDiscriminator(), "f": ReverseKL()})
+    settings = SamplingSettings(max_new_tokens=3, temperature=1.0, top_p=1.0, top_k=0)
+    module = AdversarialModule(policy, reference, disc, recipe, tok, settings, seed=0)
+    demos = DemoCollator(tok.pad_token_id)(rows)["demos"]
+    loss, accuracy = module.discriminator_loss(demos, demos)
+    loss.backward()
+    assert float(loss) > 10 and float(accuracy) == 0.5  # every demonstration called fake
+    assert disc.score.weight.grad.abs().sum() > 0.1
+    # what a clip at 10 before the loss would have left it: no gradient at all
+    disc.zero_grad()
+    logits = disc(**{k: demos[k] for k in ("input_ids", "attention_mask")}).logits
+    torch.nn.functional.softplus(-logits.clamp(-10, 10)).sum().backward()
+    assert disc.score.weight.grad.abs().sum() == 0

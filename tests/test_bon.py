@@ -87,3 +87,29 @@ def test_gold_rises_with_n_when_proxy_is_gold():
 def test_kl_analytic():
     assert kl_analytic(1) == 0.0
     assert kl_analytic(64) == pytest.approx(math.log(64) - 63 / 64)
+
+
+def test_a_non_finite_score_never_wins():
+    """Sorting puts NaN above every real score: best-of-n over it must stop, not select it."""
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="non-finite"):
+            selection_probabilities(np.array([0.1, bad, 0.3]), 2)
+
+
+def test_win_rate_against_another_pool_by_brute_force():
+    """P(best-of-n of pool A beats one sample of pool B), by enumerating subsets and B."""
+    rng = np.random.default_rng(3)
+    gold_a, proxy_a = rng.integers(0, 4, 6).astype(float), rng.normal(size=6)
+    gold_b = rng.integers(0, 4, 5).astype(float)
+    for n in (1, 2, 4):
+        wins = []
+        for subset in itertools.combinations(range(6), n):
+            best = max(subset, key=lambda j: proxy_a[j])
+            wins += [1.0 if gold_a[best] > b else 0.5 if gold_a[best] == b else 0.0 for b in gold_b]
+        curve = bon_curve(gold_a[None], proxy_a[None], [n], against=gold_b[None])
+        assert curve[n]["win_rate_mean"] == pytest.approx(np.mean(wins))
+    # against itself by default: the old meaning, the same numbers
+    own = bon_curve(gold_a[None], proxy_a[None], [2])[2]["win_rate_mean"]
+    assert own == pytest.approx(
+        bon_curve(gold_a[None], proxy_a[None], [2], against=gold_a[None])[2]["win_rate_mean"]
+    )

@@ -55,8 +55,11 @@ def test_sweep_in_typed_order_reuses_stages_and_summarises(tmp_path):
             "+experiment=toy",
             "-m",
             "n=2,4,8",
-            *TINY[:-6],
-            "bon.n_max=8",
+            *(
+                o
+                for o in TINY
+                if not o.startswith(("reward.num_prompts", "n=", "eval.init", "logger", "progress"))
+            ),
             "logger=csv",
             "progress=false",
         ],

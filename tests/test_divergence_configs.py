@@ -55,7 +55,7 @@ def test_nested_choices_sweep_f_and_discriminator():
         ),
         (["divergence=reverse_kl", "divergence.kl_coef=-1"], "divergence.kl_coef must be >= 0"),
         (["rounds=0"], "rounds must be >= 1"),
-        (["eval.coverage_samples=0"], "eval.coverage_samples must be >= 1"),
+        (["eval.coverage_samples=0"], "eval.coverage_samples must be in [1, 64], got 0"),
         (["reward=ensemble", "reward.size=1"], "reward.size must be an integer >= 2"),
         (
             ["reward=ensemble", "reward.resample=jackknife"],

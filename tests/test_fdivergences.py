@@ -9,6 +9,7 @@ from afd.objectives.f_divergences import (
     ALL,
     ForwardKL,
     JensenShannon,
+    NeymanChi2,
     PearsonChi2,
     ReverseKL,
     SquaredHellinger,
@@ -38,6 +39,7 @@ CLOSED_FORMS = {
     JensenShannon: lambda beta, pi: 0.5 * kl(beta, (beta + pi) / 2) + 0.5 * kl(pi, (beta + pi) / 2),
     SquaredHellinger: lambda beta, pi: float(((beta.sqrt() - pi.sqrt()) ** 2).sum()),
     PearsonChi2: lambda beta, pi: float(((beta - pi) ** 2 / pi).sum()),
+    NeymanChi2: lambda beta, pi: float(((beta - pi) ** 2 / beta).sum()),
 }
 
 

@@ -63,18 +63,48 @@ def test_known_rows_give_prompt_demonstration_and_pair(task):
     )
 
 
-def test_every_demonstration_is_the_final_turn_of_its_chosen_text(task):
+def line_of(example) -> int:
+    return int(example.meta["source"].rsplit(":", 1)[1])
+
+
+def test_every_demonstration_is_the_final_reply_after_the_shared_prompt(task):
     raw = raw_rows()
     for e in task.train + task.heldout:
-        chosen = raw[int(e.meta["source"].rsplit(":", 1)[1]) - 1]["chosen"]
-        assert chosen.startswith(e.prompt) and e.prompt.endswith(ASSISTANT)
-        assert ASSISTANT not in chosen[len(e.prompt) :]  # the last turn, not an earlier one
-        assert chosen[len(e.prompt) :].strip() == e.response
+        row = raw[line_of(e) - 1]
+        # the prompt is what chosen and rejected share, up to their last common turn tag
+        assert row["chosen"].startswith(e.prompt) and row["rejected"].startswith(e.prompt)
+        assert e.prompt.endswith(ASSISTANT)
+        assert row["chosen"][len(e.prompt) :].strip().startswith(e.response)
+        assert ASSISTANT not in e.response and HUMAN not in e.response
     # HH writes the reply after one space: prompt + " " + response is the original text
-    exact = sum(
-        p + " " + r == row["chosen"] for row in raw for p, r in [split_last_turn(row["chosen"])]
-    )
-    assert exact >= len(raw) - 3
+    exact = sum(e.prompt + " " + e.response == raw[line_of(e) - 1]["chosen"] for e in task.train)
+    assert exact >= len(task.train) - 8
+
+
+# The rows of the shipped split whose own reply writes "\n\nAssistant:": splitting `chosen`
+# at its last tag would move part of the reply into the prompt (and lose the pair).
+REPLIES_WITH_A_TAG = [1255, 1689, 1951, 1953, 2037]
+
+
+def test_replies_that_write_a_turn_tag_keep_their_true_prompt(task):
+    raw = raw_rows()
+    by_line = {line_of(e): e for e in task.train + task.heldout}
+    pairs = {p.id: p for p in task.pairs}
+    for line in REPLIES_WITH_A_TAG:
+        row, e = raw[line - 1], by_line[line]
+        last_tag = max(split_last_turn(row["chosen"])[0], split_last_turn(row["rejected"])[0])
+        assert last_tag != e.prompt and len(e.prompt) < len(last_tag)  # the old split was wrong
+        assert e.prompt == split_last_turn(row["chosen"][: len(e.prompt)])[0]
+        assert pairs[e.id].prompt == e.prompt  # the pair is kept, on the same prompt
+        assert ASSISTANT not in pairs[e.id].chosen + pairs[e.id].rejected
+    where = task.info["rows_by_reason"]["reply_writes_a_turn_tag"]
+    assert sorted(int(w.rsplit(":", 1)[1]) for w in where) == REPLIES_WITH_A_TAG
+
+
+def test_no_demonstration_prompt_differs_from_its_rejected_twin(task):
+    raw = raw_rows()
+    for e in task.train + task.heldout:
+        assert raw[line_of(e) - 1]["rejected"].startswith(e.prompt)
 
 
 def test_splits_are_disjoint_deduplicated_and_deterministic(task):
@@ -93,10 +123,14 @@ def test_splits_are_disjoint_deduplicated_and_deterministic(task):
     assert len(again.train) == 100 and len(again.pairs) == 50
     assert {e.id for e in again.train} <= {e.id for e in task.train}
     assert task.info["skipped"] == {
-        "empty_chosen_response": 4,
-        "pairs_empty_or_tied": 4,
-        "pairs_with_different_prompts": 5,
+        "demonstration_empty": 4,
+        "pair_with_an_empty_reply": 4,
+        "reply_cut_at_its_own_turn_tag": 6,  # and 1561, whose reply opens "\nAssistant:"
+        "reply_writes_a_turn_tag": 5,
     }
+    # every one named by file and line
+    lines = {int(w.rsplit(":", 1)[1]) for ws in task.info["rows_by_reason"].values() for w in ws}
+    assert lines == {87, 517, 926, 1104, 1561, *REPLIES_WITH_A_TAG}
 
 
 def hub_layout(root, data_dir="helpful-base"):
@@ -220,7 +254,7 @@ def test_paper_experiments_compose_and_validate_without_loading_anything(experim
     [
         (
             "data.task.path=/no/such/dir",
-            "data.task: data.task.path=/no/such/dir: no such file or directory",
+            "data.task.path=/no/such/dir: no such file or directory",
         ),
         (
             "data.task.num_heldout_prompts=0",
@@ -228,7 +262,7 @@ def test_paper_experiments_compose_and_validate_without_loading_anything(experim
         ),
         ("data.lengths.prompt_truncation=middle", "data.lengths.prompt_truncation must be one of"),
         ("model.lora.r=0", "model.lora.r must be >= 1"),
-        ("gold.max_length=1", "gold: gold.max_length must be >= 2"),
+        ("gold.max_length=1", "gold.max_length must be >= 2, got 1"),
     ],
 )
 def test_bad_hh_settings_are_named_before_any_work(override, message):

@@ -11,7 +11,7 @@ from tiny_hf import HH_DIR, HH_HARMLESS_TEST
 
 from afd.core.artifacts import read_samples, read_scores
 from afd.models.batching import Lengths
-from afd.models.dialogue import split_last_turn
+from afd.models.dialogue import cut_at_turn, split_pair
 from afd.models.loading import load_policy
 from afd.models.scoring import sequence_logprobs
 from afd.models.tokenizers import load_tokenizer
@@ -43,6 +43,7 @@ SMALL = [
     "rm.optim.warmup_steps=2",
     "sampling.batch_size=64",
     "bon.n_max=8",
+    "eval.coverage_samples=8",
     "bon.num_prompts=4",
     "n=4",
     "eval.init_samples_per_prompt=2",
@@ -50,12 +51,12 @@ SMALL = [
 ]
 
 
-def raw_chosen(source: str) -> str:
+def raw_row(source: str) -> dict:
     line = int(source.rsplit(":", 1)[1])
     with gzip.open(HH_HARMLESS_TEST, "rt", encoding="utf-8") as f:
         for i, row in enumerate(f, start=1):
             if i == line:
-                return json.loads(row)["chosen"]
+                return json.loads(row)
     raise AssertionError(source)
 
 
@@ -94,7 +95,9 @@ def test_harmless_experiment_on_real_text(tiny_cfg, tiny_hh_models):
     train, heldout, pairs = data.examples("train"), data.examples("heldout"), data.pairs()
     assert len(train) == 64 and len(heldout) == 4 and len(pairs) == 64
     for e in train + heldout:
-        assert (e.prompt, e.response) == split_last_turn(raw_chosen(e.meta["source"]))
+        row = raw_row(e.meta["source"])
+        prompt, reply, _ = split_pair(row["chosen"], row["rejected"])
+        assert (e.prompt, e.response) == (prompt, cut_at_turn(reply)[0])
     assert not {e.prompt for e in heldout} & ({e.prompt for e in train} | {p.prompt for p in pairs})
 
     # SFT moved the policy towards the demonstrations it never saw

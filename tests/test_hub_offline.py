@@ -89,6 +89,7 @@ def test_local_paths_need_no_hub(online_mode, monkeypatch, tiny_hh_models):
             f"data.task.path={ROOT}",
             f"model.name_or_path={tiny_hh_models['policy']}",
             f"gold.name_or_path={tiny_hh_models['gold']}",
+            "data.lengths.max_prompt_tokens=96",  # the tiny policy's context is 256 tokens
         ]
     )
     assert hub_resources(parts_of(cfg)) == []

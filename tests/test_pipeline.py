@@ -69,3 +69,34 @@ def test_reward_variants_run(tiny_cfg, reward):
     results = run_job(tiny_cfg(f"reward={reward}", drop=drop))
     assert results["reward"] == reward
     assert results["rm_accuracy"] is not None
+
+
+@pytest.mark.slow
+def test_a_nan_reward_stops_the_job_naming_stage_policy_and_rows(tiny_cfg, tmp_path, monkeypatch):
+    import numpy as np
+
+    from afd.models.scoring import ClassifierScorer
+    from afd.pipeline.stages.score import NonFiniteScores
+
+    score = ClassifierScorer.score
+
+    def diverged(self, rows):
+        out = score(self, rows)
+        out[3] = np.nan
+        return out
+
+    monkeypatch.setattr(ClassifierScorer, "score", diverged)
+    with pytest.raises(NonFiniteScores) as err:
+        run_job(tiny_cfg())
+    message = str(err.value)
+    assert message.startswith("stage score/reward/sft/heldout: the reward scorer")
+    assert "gave 1 non-finite scores of 48 rows" in message
+    out = tmp_path / "out"
+    assert not (out / RESULTS).exists()
+    failure = json.loads((out / "failure.json").read_text())
+    assert failure["kind"] == "input" and "non-finite" in failure["error"]
+    # nothing of the bad scores was cached
+    assert not list((tmp_path / "cache" / "score").glob("*/manifest.json")) or all(
+        "reward" not in json.loads(m.read_text())["upstream"]
+        for m in (tmp_path / "cache" / "score").glob("*/manifest.json")
+    )

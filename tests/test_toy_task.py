@@ -138,15 +138,15 @@ def test_task_splits_knobs_and_corpus():
 
 
 def test_bad_knobs_are_named():
-    with pytest.raises(ValueError, match="data.noise"):
+    with pytest.raises(ValueError, match="data.task.noise"):
         Demonstrator(1.5)
-    with pytest.raises(ValueError, match="data.heterogeneity"):
+    with pytest.raises(ValueError, match="data.task.heterogeneity"):
         ToyTask(heterogeneity=-0.1)
-    with pytest.raises(ValueError, match="data.gold"):
+    with pytest.raises(ValueError, match="data.task.gold"):
         ToyTask(gold="nice")
     with pytest.raises(ValueError, match="num_heldout_prompts"):
         ToyTask(num_heldout_prompts=100000, num_corpus=0).build()
-    with pytest.raises(ValueError, match="data.request_types: unknown"):
+    with pytest.raises(ValueError, match="data.task.request_types: unknown"):
         ToyTask(request_types=["greet", "sing"])
     with pytest.raises(ValueError, match="no harmful type"):
         ToyTask(request_types=["greet"], harmful_fraction=0.3)

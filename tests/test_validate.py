@@ -17,8 +17,9 @@ from afd.tasks.records import read_examples, read_pairs
         ("n=0", "n must be in [1, 8], got 0"),
         ("n=9", "n must be in [1, 8], got 9 (raise bon.n_max"),
         ("bon.n_max=0", "bon.n_max must be >= 1"),
-        ("data.task.noise=2", "data.noise must lie in [0, 1]"),
-        ("data.task.gold=nice", "data.gold must be one of"),
+        ("data.task.noise=2", "data.task.noise must lie in [0, 1], got 2"),
+        ("data.noise=2", "data.task.noise must lie in [0, 1], got 2 (set by data.noise)"),
+        ("data.task.gold=nice", "data.task.gold must be one of"),
         ("reward.positive=teacher", "reward.positive must be one of"),
         ("reward.positive=init", "reward.positive and reward.negative are both 'init'"),
         (

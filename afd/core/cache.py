@@ -9,6 +9,7 @@ complete.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,14 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 import afd
+from afd.core.files import fsync_dir, fsync_tree
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 # Bump when a stage's on-disk format or semantics change, so old artifacts are not reused.
 FORMAT_VERSION = 2
+LOCK_WAIT_LOG_S = 60.0  # a job waiting for another's build says so this often
 
 
 def canonical(obj) -> str:
@@ -79,6 +82,7 @@ class StageCache:
         self.reuse = reuse
         self.lock_timeout_s = lock_timeout_s
         self._rebuilt: set[str] = set()  # with reuse=False, rebuild once per process, not per use
+        self._swept: set[Path] = set()
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -98,17 +102,17 @@ class StageCache:
         key = artifact_key(stage, config, {k: a.key for k, a in upstream.items()})
         final = self.path(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
+        self._sweep_leftovers(final.parent)
         must_rebuild = not self.reuse and key not in self._rebuilt
         if self.is_complete(final) and not must_rebuild:
             log.info("stage %s: reusing cached artifact %s", stage, final)
             return Artifact(stage, key, final, "cached")
-        with FileLock(str(final) + ".lock", timeout=self.lock_timeout_s):
+        with self._lock(final, stage):
             if self.is_complete(final) and not must_rebuild:
                 log.info("stage %s: reusing artifact %s built by a parallel job", stage, final)
                 return Artifact(stage, key, final, "cached")
-            for stale in final.parent.glob(f"{key}.tmp-*"):  # left by a killed build
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp = final.parent / f"{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            _remove_leftovers(final)  # of a build that was killed: its lock is ours now
+            tmp = final.parent / f"{key}.tmp-{socket.gethostname()}-{os.getpid()}-{_token()}"
             tmp.mkdir()
             log.info("stage %s: building %s", stage, final)
             start = time.time()
@@ -128,6 +132,7 @@ class StageCache:
                     "build_s": round(time.time() - start, 3),
                 }
                 (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+                fsync_tree(tmp)  # on disk before it is visible: a crash cannot tear it
                 self._publish(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -135,12 +140,77 @@ class StageCache:
             self._rebuilt.add(key)
         return Artifact(stage, key, final, "trained")
 
+    @contextlib.contextmanager
+    def _lock(self, final: Path, stage: str):
+        """The build lock of one artifact. A lock held by a live build is waited for, saying
+        who holds it and since when; one whose holder died (its process ended) is free, as
+        the OS released it, and whatever that build left is removed by the next holder."""
+        lock = FileLock(str(final) + ".lock")
+        holder = Path(str(final) + ".holder")
+        waited = 0.0
+        while True:
+            try:
+                lock.acquire(timeout=LOCK_WAIT_LOG_S)
+                break
+            except Timeout:
+                waited += LOCK_WAIT_LOG_S
+                who = holder.read_text().strip() if holder.exists() else "another job"
+                log.warning(
+                    "stage %s: waited %.0f min for %s, being built by %s",
+                    stage,
+                    waited / 60,
+                    final.name,
+                    who,
+                )
+                if 0 <= self.lock_timeout_s <= waited:
+                    raise
+        try:
+            since = time.strftime("%Y-%m-%d %H:%M:%S")
+            holder.write_text(f"{socket.gethostname()} pid {os.getpid()} since {since}\n")
+            yield
+        finally:
+            holder.unlink(missing_ok=True)
+            lock.release()
+
+    def _sweep_leftovers(self, folder: Path) -> None:
+        """Remove what killed builds and forced rebuilds left in a stage folder, once per
+        process: a temporary directory whose lock is free has no live builder."""
+        if folder in self._swept:
+            return
+        self._swept.add(folder)
+        keys = {p.name.split(".")[0] for p in folder.glob("*.tmp-*")}
+        keys |= {p.name.split(".")[0] for p in folder.glob("*.old-*")}
+        for key in keys:
+            lock = FileLock(str(folder / key) + ".lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue  # a live build of that key
+            try:
+                _remove_leftovers(folder / key)
+            finally:
+                lock.release()
+
     @staticmethod
     def _publish(tmp: Path, final: Path) -> None:
         if final.exists():  # a forced rebuild: move the old one aside, then swap in
-            trash = final.parent / f"{final.name}.old-{uuid.uuid4().hex[:8]}"
+            trash = final.parent / f"{final.name}.old-{_token()}"
             os.rename(final, trash)
             os.rename(tmp, final)
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.rename(tmp, final)
+        fsync_dir(final.parent)
+
+
+def _token() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def _remove_leftovers(final: Path) -> None:
+    for leftover in (
+        *final.parent.glob(f"{final.name}.tmp-*"),
+        *final.parent.glob(f"{final.name}.old-*"),
+    ):
+        log.info("removing %s, left by a build that did not finish", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)

@@ -32,6 +32,8 @@ def as_dataclass(cls, value, where: str):
         return value
     try:
         return cls(**dict(plain(value)))
+    except ConfigError as e:  # a field's own check: "lr must be ...", named in full here
+        raise ConfigError(f"{where}.{e}") from None
     except TypeError as e:
         raise ConfigError(f"{where}: {e}") from None
 
@@ -43,6 +45,27 @@ def check_count(value, key: str, low: int = 1, optional: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         what = f"null or an integer >= {low}" if optional else f"an integer >= {low}"
         raise ConfigError(f"{key} must be {what}, got {value!r}")
+
+
+def check_number(
+    value,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    above: bool = False,
+    integer: bool = False,
+) -> None:
+    """A number (an integer where `integer`) >= `low` (> `low` with `above`) and <= `high`,
+    else a ConfigError that starts with `name`."""
+    kinds = (int,) if integer else (int, float)
+    what = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
+    if low is not None and (value <= low if above else value < low):
+        raise ConfigError(f"{name} must be {'>' if above else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"{name} must be <= {high}, got {value}")
 
 
 def qualified_name(obj) -> str:

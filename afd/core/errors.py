@@ -14,3 +14,15 @@ class ConfigError(AfdError, ValueError):
 
 class DataError(AfdError, ValueError):
     """A dataset row or file that cannot be used; the message names file and line."""
+
+
+class JobTerminated(BaseException):
+    """The job was told to stop by a signal (SIGTERM, SIGUSR1: a scheduler's time limit or a
+    user's kill). Like KeyboardInterrupt it is no ordinary failure: it stops a whole sweep, and
+    the command exits with 128 + the signal's number."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        super().__init__(f"terminated by {signal.Signals(signum).name}")

@@ -40,6 +40,7 @@ class HubResource:
     role: str  # what it is for, in words: "policy", "golden reward model", ...
     files: tuple[str, ...] = ("config.json",)
     local_hint: str = "a directory written by save_pretrained or huggingface-cli download"
+    fallback: str | None = None  # what is used instead when it is out of reach
 
     def is_local(self) -> bool:
         return Path(self.repo_id).expanduser().exists()

@@ -29,8 +29,15 @@ def iter_jsonl(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    with open_text(path, "r") as f:
-        for lineno, line in enumerate(f, start=1):
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                    f"{e.start + 1}); re-encode the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:

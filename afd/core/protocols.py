@@ -78,6 +78,10 @@ class BuiltFromScratch(Protocol):
 
     def options(self) -> Any: ...
 
+    def context_length(self) -> int | None: ...
+
+    def dialogue_format(self) -> Any: ...
+
 
 @runtime_checkable
 class Pretrained(Protocol):
@@ -89,6 +93,29 @@ class Pretrained(Protocol):
         """What identifies the weights (path or Hub id, and revision or file hash)."""
 
     def options(self) -> Any: ...
+
+    def context_length(self) -> int | None:
+        """Positions the model attends to, where known before loading it."""
+
+    def dialogue_format(self) -> Any:
+        """How the policy reads a dialogue (afd/models/dialogue.py)."""
+
+    def uses_gguf(self, unavailable: set[str]) -> bool:
+        """Whether its weights come from a GGUF file (afd/models/gguf.py) rather than
+        `name_or_path`, given the Hub ids out of reach."""
+
+    def conversion(self) -> tuple:
+        """(GGUFSource, identity) of the conversion stage, when `uses_gguf`."""
+
+
+@runtime_checkable
+class TrainedJudge(Protocol):
+    """A gold judge trained by the pipeline (its own cached stage) before it scores."""
+
+    backbone: Any  # the model spec it reads text through
+
+    def scorer(self, judge_dir: str | Path) -> Any:
+        """The trained judge in `judge_dir` as a Scorer."""
 
 
 class Scorer(Protocol):
@@ -180,4 +207,14 @@ class Graph(Protocol):
 
     def reward(self, current: str = "sft") -> Any: ...
 
-    def build(self, label: str, stage: Stage, upstream: dict[str, Any]) -> Any: ...
+    def scores(self, rows: Any, scorer: Any, label: str) -> Any:
+        """Scores of a sample artifact's rows by "gold" or by a reward artifact."""
+
+    def label_of(self, artifact: Any) -> str:
+        """A policy artifact's name in this job (e.g. "sft")."""
+
+    def gold_inputs(self) -> dict[str, Any]:
+        """The upstream a stage that reads the gold judge needs (a trained judge's artifact)."""
+
+    def build(self, label: str, stage: Stage, upstream: dict[str, Any], **context: Any) -> Any:
+        """The artifact `stage` builds from `upstream` (context overrides, e.g. a seed)."""

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from afd.core.errors import ConfigError
+from afd.core.errors import ConfigError, DataError
+from afd.models.dialogue import PlainText
 
 IGNORE = -100
 
@@ -28,18 +30,23 @@ LONG_RESPONSES = ("truncate", "drop")
 
 @dataclass(frozen=True)
 class Lengths:
-    """Token limits. A long prompt loses its oldest tokens (`prompt_truncation="left"`, which
-    keeps the final "Assistant:" cue) or its newest ("right"). A long response keeps its
-    first `max_response_tokens` and gets no EOS (`long_responses="truncate"`); with "drop",
-    training stages leave such rows out instead (scoring always truncates: every row needs
-    a score)."""
+    """How a (prompt, response) pair becomes tokens: limits and the dialogue format.
+
+    A long prompt loses its oldest tokens (`prompt_truncation="left"`, which keeps the final
+    "Assistant:" cue) or its newest ("right"); under a chat template, its oldest turns. A long
+    response keeps its first `max_response_tokens` and gets no EOS
+    (`long_responses="truncate"`); with "drop", training stages leave such rows out instead
+    (scoring always truncates: every row needs a score). `format` is the policy's: the HH
+    text (PlainText) or its chat template (ChatTemplate)."""
 
     max_prompt_tokens: int = 256
     max_response_tokens: int = 128
     prompt_truncation: str = "left"
     long_responses: str = "truncate"
+    format: Any = None  # PlainText() when None
 
     def __post_init__(self):
+        object.__setattr__(self, "format", self.format or PlainText())
         if self.prompt_truncation not in PROMPT_TRUNCATION:
             raise ConfigError(
                 f"data.lengths.prompt_truncation must be one of {PROMPT_TRUNCATION}, "
@@ -77,6 +84,10 @@ def truncate(ids: list[int], limit: int, side: str) -> list[int]:
 
 
 def encode_prompt(tokenizer, prompt: str, lengths: Lengths) -> list[int]:
+    if lengths.format.chat:
+        bos = leading_bos(tokenizer)
+        ids = lengths.format.prompt_ids(tokenizer, prompt, lengths.max_prompt_tokens - len(bos))
+        return bos + ids if ids[: len(bos)] != bos else ids
     bos = leading_bos(tokenizer)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     return bos + truncate(ids, lengths.max_prompt_tokens - len(bos), lengths.prompt_truncation)
@@ -84,17 +95,20 @@ def encode_prompt(tokenizer, prompt: str, lengths: Lengths) -> list[int]:
 
 def encode_response(tokenizer, response: str, lengths: Lengths, add_eos: bool = True) -> list[int]:
     """Response ids closed by EOS; a response cut at the limit gets no EOS (it did not end)."""
-    ids = tokenizer(" " + response, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(response_text(response, lengths), add_special_tokens=False)["input_ids"]
     if len(ids) > lengths.max_response_tokens:
         return ids[: lengths.max_response_tokens]
     return ids + [tokenizer.eos_token_id] if add_eos else ids
 
 
+def response_text(response: str, lengths: Lengths) -> str:
+    """HH writes a reply after one space; a chat template starts it on its own line."""
+    return response if lengths.format.chat else " " + response
+
+
 def response_fits(tokenizer, response: str, lengths: Lengths) -> bool:
-    return (
-        len(tokenizer(" " + response, add_special_tokens=False)["input_ids"])
-        <= lengths.max_response_tokens
-    )
+    ids = tokenizer(response_text(response, lengths), add_special_tokens=False)["input_ids"]
+    return len(ids) <= lengths.max_response_tokens
 
 
 def training_rows(
@@ -107,6 +121,12 @@ def training_rows(
     kept = [
         r for r in rows if all(response_fits(tokenizer, r[i], lengths) for i in response_fields)
     ]
+    if rows and not kept:
+        raise DataError(
+            f"no training rows left: all {len(rows)} responses are longer than "
+            f"data.lengths.max_response_tokens={lengths.max_response_tokens} tokens and "
+            "data.lengths.long_responses=drop leaves them out; raise the limit, or truncate"
+        )
     return kept, len(rows) - len(kept)
 
 

@@ -3,6 +3,8 @@ embeddings sized for the tokenizer (which may have gained a pad token)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -14,6 +16,42 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def check_dtype(dtype: str, key: str) -> None:
     if dtype not in DTYPES:
         raise ConfigError(f"{key} must be one of {sorted(DTYPES)}, got {dtype!r}")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def looks_like_path(value: str) -> bool:
+    """A local path rather than a Hub id ("gpt2", "org/name")."""
+    return value.startswith(("/", "./", "../", "~")) or value.count("/") > 1
+
+
+def check_model_source(value: str, key: str) -> None:
+    """A local model directory must hold a config and a tokenizer (a directory without its
+    tokenizer files would load a 2-token tokenizer that turns every text into nothing); a
+    path that does not exist is named with its key, not reported as a bad Hub id."""
+    path = Path(value).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ConfigError(f"{key}={value}: not a model directory (no config.json in it)")
+        if not any((path / name).is_file() for name in TOKENIZER_FILES):
+            raise ConfigError(
+                f"{key}={value}: no tokenizer files in it ({', '.join(TOKENIZER_FILES)}); save "
+                "the tokenizer beside the model (tokenizer.save_pretrained(DIR))"
+            )
+    elif looks_like_path(value):
+        raise ConfigError(f"{key}={value}: no such directory")
+
+
+def context_length(value: str) -> int | None:
+    """The positions a local model can attend to, from its config.json (None: unknown)."""
+    config = Path(value).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    import json
+
+    fields = json.loads(config.read_text())
+    return fields.get("n_positions") or fields.get("max_position_embeddings")
 
 
 def resize_for_tokenizer(model, tokenizer) -> None:

@@ -17,12 +17,20 @@ from dataclasses import dataclass
 from afd.core.errors import ConfigError
 
 TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classifier": "SEQ_CLS", "token_classifier": "TOKEN_CLS"}
+# The attention projections LoRA adapts when `target_modules` is null, by model type: peft's
+# own default for llama- and gemma-style models is q_proj and v_proj alone.
+LLAMA_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+ATTENTION = {
+    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"), LLAMA_ATTENTION),
+    **dict.fromkeys(("gemma3", "gemma3_text", "olmo", "olmo2", "phi3"), LLAMA_ATTENTION),
+    "gpt2": ("c_attn",),
+}
 
 
 @dataclass(frozen=True)
 class LoraSpec:
-    """peft LoRA settings; `target_modules=None` lets peft pick the attention projections it
-    knows for the architecture (c_attn for GPT-2, q/k/v/o for Gemma and Llama)."""
+    """peft LoRA settings; `target_modules=None` adapts the architecture's attention
+    projections (ATTENTION: c_attn for GPT-2, q/k/v/o for Llama- and Gemma-style models)."""
 
     r: int = 8
     alpha: int = 16
@@ -88,7 +96,8 @@ def prepare_for_training(model, options: ModelOptions, task: str = "causal_lm"):
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules) if lora.target_modules else None,
+        target_modules=list(lora.target_modules or ATTENTION.get(model.config.model_type, ()))
+        or None,
     )
     return get_peft_model(model, config)
 

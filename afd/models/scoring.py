@@ -82,12 +82,13 @@ class ClassifierScorer:
         batch_size: int = 256,
         dtype: str = "float32",
         trust_remote_code: bool = False,
+        format=None,
     ):
         self.tokenizer = load_tokenizer(path, trust_remote_code)
         self.model = load_classifier(path, self.tokenizer, dtype, trust_remote_code).to(
             inference_device()
         )
-        self.lengths = Lengths(max_prompt_tokens, max_response_tokens)
+        self.lengths = Lengths(max_prompt_tokens, max_response_tokens, format=format)
         self.batch_size = batch_size
 
     def score(self, rows) -> np.ndarray:
@@ -106,6 +107,7 @@ class LogRatioScorer:
         batch_size: int = 256,
         dtype: str = "float32",
         trust_remote_code: bool = False,
+        format=None,
     ):
         self.tokenizer = load_tokenizer(numerator, trust_remote_code)
         device = inference_device()
@@ -113,7 +115,7 @@ class LogRatioScorer:
         self.denominator = load_policy(denominator, self.tokenizer, dtype, trust_remote_code).to(
             device
         )
-        self.lengths = Lengths(max_prompt_tokens, max_response_tokens)
+        self.lengths = Lengths(max_prompt_tokens, max_response_tokens, format=format)
         self.batch_size = batch_size
 
     def score(self, rows) -> np.ndarray:

@@ -8,12 +8,15 @@ say how every later stage loads and trains models (`options()`: dtype, LoRA, che
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from afd.core.errors import ConfigError
 from afd.core.hub import HubResource
-from afd.models.loading import check_dtype
+from afd.models.dialogue import PlainText
+from afd.models.gguf import GGUFSource
+from afd.models.loading import check_dtype, check_model_source, context_length
 from afd.models.options import ModelOptions, lora_spec
 from afd.models.tokenizers import bpe_tokenizer, word_tokenizer
 
@@ -31,6 +34,12 @@ class TinyGPT2:
 
     def options(self) -> ModelOptions:
         return ModelOptions()
+
+    def context_length(self) -> int:
+        return self.n_positions
+
+    def dialogue_format(self) -> PlainText:
+        return PlainText()
 
     def build_tokenizer(self, vocabulary: list[str] | None, texts) -> PreTrainedTokenizerBase:
         """Word-level over a closed vocabulary if the task has one, else BPE on its corpus."""
@@ -55,13 +64,21 @@ class TinyGPT2:
         return GPT2LMHeadModel(config)
 
 
+WEIGHTS = ("auto", "hub", "gguf")
+
+
 @dataclass
 class PretrainedModel:
     """Any causal LM on disk or on the Hub (`name_or_path`), used as the initial policy.
 
     `dtype`, `gradient_checkpointing` and `lora` (a dict of afd.models.options.LoraSpec
     fields, or None for full fine-tuning) apply to every stage that trains or runs it; remote
-    code from the Hub runs only with `trust_remote_code=true`.
+    code from the Hub runs only with `trust_remote_code=true`. `format` says how the policy
+    reads a dialogue: the HH text itself, or its own chat template.
+
+    `gguf` names a package that ships the same model as a GGUF file (afd/models/gguf.py);
+    `weights: auto` loads `name_or_path` where the Hub (or its cache) has it and converts the
+    GGUF file otherwise, `hub` and `gguf` insist on one.
     """
 
     name_or_path: str
@@ -69,6 +86,9 @@ class PretrainedModel:
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
     lora: dict | None = None
+    format: Any = None  # afd.models.dialogue.PlainText (None) or ChatTemplate
+    gguf: dict | None = None  # GGUFSource fields
+    weights: str = "auto"
 
     def __post_init__(self):
         if not self.name_or_path:
@@ -77,6 +97,23 @@ class PretrainedModel:
             )
         check_dtype(self.dtype, "model.dtype")
         lora_spec(self.lora)
+        if self.weights not in WEIGHTS:
+            raise ConfigError(f"model.weights must be one of {WEIGHTS}, got {self.weights!r}")
+        self.format = self.format or PlainText()
+        self._gguf = GGUFSource(**self.gguf) if self.gguf else None
+        if self._gguf is None and self.weights == "gguf":
+            raise ConfigError("model.weights=gguf, but model.gguf names no GGUF file")
+        if self._gguf is None or self.weights == "hub":
+            check_model_source(self.name_or_path, "model.name_or_path")
+        else:
+            self._version = self._gguf.check_installed()
+
+    def context_length(self) -> int | None:
+        return context_length(self.name_or_path)
+
+    def dialogue_format(self):
+        """How the policy reads a dialogue: PlainText (the HH text) or ChatTemplate."""
+        return self.format
 
     def options(self) -> ModelOptions:
         return ModelOptions(
@@ -86,10 +123,32 @@ class PretrainedModel:
             lora=lora_spec(self.lora),
         )
 
+    def uses_gguf(self, unavailable: set[str]) -> bool:
+        """Whether pi0 comes from the GGUF file: asked for, or the Hub id is out of reach."""
+        if self._gguf is None or self.weights == "hub":
+            return False
+        return self.weights == "gguf" or self.name_or_path in unavailable
+
+    def conversion(self):
+        """The stage that converts the GGUF file (keyed by its hash, or the assembling
+        package's version)."""
+        from afd.models.gguf import sha256
+
+        source = self._gguf
+        identity = f"{source.package}=={self._version}"
+        if source.file is not None:
+            identity = sha256(source.located())
+        return source, identity
+
     def source(self) -> dict:
         """What pi0 is: the weights it loads. LoRA, checkpointing and dtype say how later
         stages train and run it, not what it is, so they are no part of its identity."""
         return {"name_or_path": self.name_or_path}
 
     def hub_resources(self) -> list:
-        return [HubResource(self.name_or_path, "model", "model.name_or_path", "policy")]
+        fallback = f"the GGUF file of {self._gguf.package}" if self._gguf else None
+        return [
+            HubResource(
+                self.name_or_path, "model", "model.name_or_path", "policy", fallback=fallback
+            )
+        ]

@@ -30,6 +30,9 @@ def selection_probabilities(scores: np.ndarray, n: int) -> np.ndarray:
     """P(sample j is best of a uniform n-subset of the pool), for each j; sums to 1."""
     scores = np.asarray(scores, dtype=float)
     size = len(scores)
+    if not np.isfinite(scores).all():
+        # sorting would rank NaN above every real score: it would win best-of-n silently
+        raise ValueError(f"best-of-n over non-finite scores: {scores[~np.isfinite(scores)][:3]}")
     if not 1 <= n <= size:
         raise ValueError(f"best-of-n needs 1 <= n <= pool size ({size}), got n={n}")
     order = np.argsort(scores, kind="stable")
@@ -51,17 +54,22 @@ def expected_best_of_n(values: np.ndarray, scores: np.ndarray, n: int) -> float:
     return float(selection_probabilities(scores, n) @ np.asarray(values, dtype=float))
 
 
-def win_probabilities(gold: np.ndarray) -> np.ndarray:
-    """For each pooled sample, P(it beats an independent pool sample) with ties at 1/2."""
+def win_probabilities(gold: np.ndarray, against: np.ndarray | None = None) -> np.ndarray:
+    """For each pooled sample, P(it beats one sample of `against`, by default the pool itself)
+    by gold reward, ties counting 1/2."""
     gold = np.asarray(gold, dtype=float)
-    less = (gold[None, :] < gold[:, None]).mean(1)
-    equal = (gold[None, :] == gold[:, None]).mean(1)
+    other = gold if against is None else np.asarray(against, dtype=float)
+    less = (other[None, :] < gold[:, None]).mean(1)
+    equal = (other[None, :] == gold[:, None]).mean(1)
     return less + 0.5 * equal
 
 
-def bon_curve(gold: np.ndarray, proxy: np.ndarray, ns) -> dict[int, dict[str, float]]:
+def bon_curve(
+    gold: np.ndarray, proxy: np.ndarray, ns, against: np.ndarray | None = None
+) -> dict[int, dict[str, float]]:
     """Per n: mean and s.e.m. over prompts of expected gold and proxy reward of BoN(n), and
-    its win rate by gold against one sample of the base policy.
+    its win rate by gold against one sample of the `against` pool (the same prompts' samples
+    of another policy; by default the pool's own policy).
 
     gold, proxy: arrays of shape (prompts, N) with the pool's gold and proxy rewards.
     """
@@ -70,7 +78,10 @@ def bon_curve(gold: np.ndarray, proxy: np.ndarray, ns) -> dict[int, dict[str, fl
         raise ValueError(
             f"gold and proxy must both be (prompts, N); got {gold.shape}, {proxy.shape}"
         )
-    wins = np.stack([win_probabilities(g) for g in gold])
+    if against is not None and len(against) != len(gold):
+        raise ValueError(f"`against` has {len(against)} prompts, the pool {len(gold)}")
+    rivals = [None] * len(gold) if against is None else list(against)
+    wins = np.stack([win_probabilities(g, r) for g, r in zip(gold, rivals)])
     curve = {}
     for n in ns:
         weights = np.stack([selection_probabilities(p, n) for p in proxy])

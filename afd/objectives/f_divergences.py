@@ -22,6 +22,7 @@ penalty: with h = l - 1 a reverse-KL policy learns to stop at once. Instances:
     forward_kl  KL(beta || pi)      f(u) = u log u                h = exp(l) - 1
     hellinger   squared Hellinger   f(u) = (sqrt(u) - 1)^2        h = exp(l / 2) - 1
     pearson     Pearson chi^2       f(u) = (u - 1)^2              h = exp(2 l) - 1
+    neyman      Neyman chi^2        f(u) = (1 - u)^2 / u          h = 2 (1 - exp(-l))
 
 `js` is GAIL's reward -log(1 - D) scaled by 1/2 and shifted: the exact JS gradient, so a KL
 coefficient means the same thing next to every divergence. Every formula here is checked
@@ -156,4 +157,23 @@ class PearsonChi2(FDivergence):
         return torch.exp(2 * logit) - 1
 
 
-ALL = (ReverseKL, ForwardKL, JensenShannon, SquaredHellinger, PearsonChi2)
+class NeymanChi2(FDivergence):
+    """sum_y (pi(y) - beta(y))^2 / beta(y): mode-seeking like reverse KL (infinite where the
+    policy puts mass the demonstrator does not), with a bounded reward: h <= 2."""
+
+    name = "neyman"
+
+    def f(self, u):
+        return (1 - u) ** 2 / u
+
+    def f_prime(self, u):
+        return 1 - 1 / (u * u)
+
+    def conjugate(self, t):
+        return 2 - 2 * torch.sqrt(1 - t)
+
+    def reward(self, logit):
+        return -2 * torch.expm1(-logit)
+
+
+ALL = (ReverseKL, ForwardKL, JensenShannon, SquaredHellinger, PearsonChi2, NeymanChi2)

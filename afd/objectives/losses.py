@@ -108,12 +108,18 @@ def policy_gradient_loss(
     return -(advantages.detach() * logp * mask).sum(-1).mean()
 
 
-def balanced_bce(pos_logits, pos_mask, neg_logits, neg_mask) -> tuple[torch.Tensor, torch.Tensor]:
-    """Binary cross-entropy with each class weighted 1/2 (positives are fewer than the
-    policy samples): the optimal logit is then log p_pos - log p_neg with no prior shift.
-    Returns (loss, accuracy) over every scored position."""
-    bce = F.binary_cross_entropy_with_logits
-    pos = bce(pos_logits[pos_mask], torch.ones_like(pos_logits[pos_mask]))
-    neg = bce(neg_logits[neg_mask], torch.zeros_like(neg_logits[neg_mask]))
+def occupancy_bce(pos_logits, pos_mask, neg_logits, neg_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """Binary cross-entropy of a discriminator, positives (B+, T) against negatives (B-, T),
+    each class weighted 1/2 and each summed over its scored positions, per sequence.
+
+    Per sequence, not per token: the optimal logit at (s, a) is then log rho_pos(s, a) -
+    log rho_neg(s, a), the ratio of the two occupancy measures (expected visits per sequence).
+    A mean over tokens would normalise each class by its own token count and add
+    log(E_neg[T] / E_pos[T]) to every logit, a length bonus or penalty per token. With one
+    logit per sequence (trajectory level) the two coincide. Returns (loss, accuracy)."""
+    wide = torch.promote_types(pos_logits.dtype, torch.float32)  # fp32 or better
+    pos_terms = F.softplus(-pos_logits.to(wide)) * pos_mask
+    neg_terms = F.softplus(neg_logits.to(wide)) * neg_mask
+    loss = 0.5 * (pos_terms.sum() / len(pos_logits) + neg_terms.sum() / len(neg_logits))
     correct = torch.cat([(pos_logits[pos_mask] > 0), (neg_logits[neg_mask] <= 0)]).float().mean()
-    return 0.5 * (pos + neg), correct
+    return loss, correct

@@ -64,13 +64,18 @@ def evaluate(pipe, n: int) -> dict:
     gold2d, proxy2d = gold.reshape(num_pool_prompts, n_max), proxy.reshape(num_pool_prompts, n_max)
     sft_pool = pipe.samples("sft", "heldout", n_max, num_prompts)
     gold_sft = read_scores(pipe.scores(sft_pool, "gold", "sft/heldout").path)
+    gold_sft2d = gold_sft.reshape(num_pool_prompts, n_max)
 
     init = pipe.samples("init", "heldout", cfg.eval.init_samples_per_prompt, num_prompts)
     init_rows = read_samples(init.path)
     gold_init = read_scores(pipe.scores(init, "gold", "init/heldout").path)
     gold_demo = read_scores(pipe.demo_scores(num_prompts).path)
 
-    curve = bon_curve(gold2d, proxy2d, curve_points(n, n_max))
+    # win rates by gold: Best-of-n of the job's policy against one pi_SFT sample (the same
+    # prompts' pool), and against one sample of the job's policy itself
+    provenance = pipe.provenance()
+    curve = bon_curve(gold2d, proxy2d, curve_points(n, n_max), against=gold_sft2d)
+    vs_policy = bon_curve(gold2d, proxy2d, [n])[n]["win_rate_mean"]
     reward_metrics = pipe.reward().metrics
     within = [spearman(p, g) for p, g in zip(proxy2d, gold2d)]
     extra = {}
@@ -82,7 +87,7 @@ def evaluate(pipe, n: int) -> dict:
         **extra,
         "gold": {
             "init": stat(per_prompt(gold_init, init_rows)),
-            "sft": stat(gold_sft.reshape(num_pool_prompts, n_max).mean(1)),
+            "sft": stat(gold_sft2d.mean(1)),
             "demo": stat(gold_demo),
             "bon": {"mean": curve[n]["gold_mean"], "sem": curve[n]["gold_sem"]},
             "policy": stat(gold2d.mean(1)),
@@ -93,6 +98,7 @@ def evaluate(pipe, n: int) -> dict:
         "policy_curve": policy_curve(pipe),
         "proxy_bon": {"mean": curve[n]["proxy_mean"], "sem": curve[n]["proxy_sem"]},
         "bon_win_rate_vs_sft": curve[n]["win_rate_mean"],
+        "bon_win_rate_vs_policy": vs_policy,
         "bon_kl_analytic": kl_analytic(n),
         "rm_accuracy": reward_metrics.get("accuracy"),
         "rm_spearman_gold": spearman(proxy, gold),
@@ -102,4 +108,6 @@ def evaluate(pipe, n: int) -> dict:
         "bon_curve": {str(k): v for k, v in curve.items()},
         "heldout_prompts": num_pool_prompts,
         "n_max": n_max,
+        "judge_accuracy": provenance["gold"].get("judge_accuracy"),
+        "provenance": provenance,
     }

@@ -22,10 +22,12 @@ from hydra.utils import instantiate
 
 from afd.core.cache import Artifact, StageCache, artifact_key
 from afd.core.config import fingerprint
-from afd.core.errors import ConfigError
-from afd.core.protocols import BuiltFromScratch, CompositeReward, HasCorpus, Stage
+from afd.core.errors import AfdError, ConfigError
+from afd.core.protocols import BuiltFromScratch, CompositeReward, HasCorpus, Stage, TrainedJudge
 from afd.pipeline.parts import JobParts
+from afd.pipeline.stages.convert import ConvertStage
 from afd.pipeline.stages.data import CorpusStage, DataStage
+from afd.pipeline.stages.judge import JudgeStage
 from afd.pipeline.stages.policy_metrics import PolicyMetricsStage
 from afd.pipeline.stages.sample import SampleStage
 from afd.pipeline.stages.score import ScoreStage
@@ -91,9 +93,12 @@ class Pipeline:
 
         def make(out: Path):
             inputs = {role: a.path for role, a in upstream.items()}
-            if stage.trains:
-                return self.launcher.run(stage.build, out, ctx, inputs)
-            return stage.build(out, ctx, inputs)
+            try:
+                if stage.trains:
+                    return self.launcher.run(stage.build, out, ctx, inputs)
+                return stage.build(out, ctx, inputs)
+            except AfdError as e:  # the stage and its policy, in the message the user reads
+                raise type(e)(f"stage {label}: {e}") from e
 
         return self._node(label, stage.stage, config, upstream, make)
 
@@ -119,12 +124,45 @@ class Pipeline:
         spec = self.parts.spec
         if isinstance(spec, BuiltFromScratch):
             return self.build("init", self.parts.pretrain, {"corpus": self.corpus()})
-        if "init" not in self.artifacts:
+        return self.weights(spec, "init")
+
+    def weights(self, spec, label: str) -> Artifact:
+        """A pretrained model's directory: its GGUF file converted (a cached stage), or the
+        Hub id or local directory itself, used in place."""
+        if spec.uses_gguf(self.parts.unavailable):
+            return self.build(label, ConvertStage(*spec.conversion()), {})
+        if label not in self.artifacts:
             source = spec.source()
             key = artifact_key("model", source, {})
             art = Artifact("model", key, Path(source["name_or_path"]), "reference")
-            self.artifacts["init"], self.status["init"] = art, "reference"
-        return self.artifacts["init"]
+            self.artifacts[label], self.status[label] = art, "reference"
+        return self.artifacts[label]
+
+    def provenance(self) -> dict:
+        """What actually ran, beyond the config-group names: the initial policy's weights
+        (path or Hub id, and the converted GGUF file's hash) and the gold judge."""
+        spec, gold = self.parts.spec, self.parts.gold.get()
+        init = self.init_policy()
+        if isinstance(spec, BuiltFromScratch):
+            model = {"built_from_scratch": type(spec).__name__, "path": str(init.path)}
+        else:
+            model = {**spec.source(), "path": str(init.path)}
+            if init.stage == "convert":
+                model["gguf"] = {**init.metrics, "package": spec.conversion()[0].package}
+        judge = {"config": fingerprint(gold)}
+        inputs = self.gold_inputs()
+        if "judge" in inputs:
+            judge.update(path=str(inputs["judge"].path), **inputs["judge"].metrics)
+        return {"model": model, "gold": judge}
+
+    def gold_inputs(self) -> dict[str, Artifact]:
+        """What reading the gold judge needs: its trained artifact, for a judge the pipeline
+        trains (afd/tasks/judge.py), else nothing."""
+        gold = self.parts.gold.get()
+        if not isinstance(gold, TrainedJudge):
+            return {}
+        backbone = self.weights(gold.backbone, "judge/backbone")
+        return {"judge": self.build("judge", JudgeStage(gold), {"backbone": backbone})}
 
     def sft_policy(self) -> Artifact:
         return self.build("sft", self.parts.sft, {"data": self.data(), "init": self.init_policy()})
@@ -197,14 +235,16 @@ class Pipeline:
         """Scores of a sample artifact's rows by the gold judge (`scorer="gold"`) or by a
         reward artifact."""
         if scorer == "gold":
-            return self.build(f"score/gold/{label}", ScoreStage("samples", "gold"), {"rows": rows})
+            upstream = {"rows": rows, **self.gold_inputs()}
+            return self.build(f"score/gold/{label}", ScoreStage("samples", "gold"), upstream)
         upstream = {"rows": rows, "reward": scorer}
         return self.build(f"score/reward/{label}", ScoreStage("samples", "reward"), upstream)
 
     def demo_scores(self, num_prompts: int | None) -> Artifact:
         """Gold scores of the first `num_prompts` held-out demonstrations."""
         stage = ScoreStage("demos", "gold", num_prompts)
-        return self.build("score/gold/demo/heldout", stage, {"rows": self.data()})
+        upstream = {"rows": self.data(), **self.gold_inputs()}
+        return self.build("score/gold/demo/heldout", stage, upstream)
 
     def policy_metrics(self, policy: str, pool: Artifact) -> Artifact:
         """div/* metrics (where the task knows its demonstrator) and diversity of a policy's

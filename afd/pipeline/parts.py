@@ -3,7 +3,8 @@ built (each error names its key), and the stage context made from them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -18,18 +19,36 @@ from afd.models.batching import Lengths
 
 
 def make(node, key: str):
-    """Instantiate a config node; any failure is a ConfigError naming `key`."""
+    """Instantiate a config node; any failure is a ConfigError naming `key` (and, where the
+    value came from elsewhere by interpolation, the key the user set)."""
     try:
         return instantiate(node)
     except InstantiationException as e:
         cause = e.__cause__ or e
         if isinstance(cause, AfdError) and key.split(".")[0] in str(cause):
-            raise ConfigError(str(cause)) from None
+            raise ConfigError(with_source(str(cause), node, key)) from None
         raise ConfigError(f"{key}: {cause}") from None
-    except AfdError:
-        raise
+    except AfdError as e:
+        raise type(e)(with_source(str(e), node, key)) from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{key}: {e}") from None
+
+
+def with_source(message: str, node, key: str) -> str:
+    """`message` naming `key.a.b`, plus where that value was set when it is an interpolation
+    (reward.num_prompts is ${rm.num_prompts}: the user typed rm.num_prompts)."""
+    found = re.search(rf"(?<![\w.]){re.escape(key)}((?:\.\w+)+)", message)
+    if not found or not isinstance(node, DictConfig):
+        return message
+    raw = node
+    for part in found.group(1).strip(".").split("."):
+        if not isinstance(raw, DictConfig) or part not in raw:
+            return message
+        raw = raw._get_node(part)
+    value = raw._value() if hasattr(raw, "_value") else None
+    if isinstance(value, str) and value.startswith("${"):
+        return f"{message} (set by {value[2:-1]})"
+    return message
 
 
 @dataclass
@@ -54,6 +73,7 @@ class JobParts:
     cache: bool
     progress: bool
     coverage_samples: int
+    unavailable: set = field(default_factory=set)  # Hub ids out of reach (preflight's finding)
 
     def context(self) -> StageContext:
         """Everything a stage may read; each stage sees only what it declares."""
@@ -80,7 +100,7 @@ def build_parts(cfg: DictConfig) -> JobParts:
     """Every part of the job, instantiated from its config node (in dependency order, so the
     first error is the one to fix)."""
     try:
-        lengths = Lengths(**plain(cfg.data.lengths))
+        lengths = Lengths(**plain(cfg.data.lengths))  # the format comes with the model below
     except TypeError as e:
         raise ConfigError(f"data.lengths: {e}") from None
     task = make(cfg.data.task, "data.task")
@@ -105,7 +125,7 @@ def build_parts(cfg: DictConfig) -> JobParts:
         engine=make(cfg.sampling, "sampling"),
         gold=Built(cfg.gold, make(cfg.gold, "gold")),
         tracker=make(cfg.logger, "logger"),
-        lengths=lengths,
+        lengths=replace(lengths, format=spec.dialogue_format()),
         trainer=dict(plain(cfg.trainer)),
         seed=cfg.seed,
         cache_dir=cfg.cache_dir,

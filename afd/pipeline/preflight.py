@@ -7,8 +7,12 @@ config key that points at a local copy.
 
 from __future__ import annotations
 
+import logging
+
 from afd.core.hub import PROBE_TIMEOUT_S, HubResource, HubUnavailable, endpoint, go_offline, probe
 from afd.core.protocols import UsesHub
+
+log = logging.getLogger(__name__)
 
 
 def hub_resources(parts) -> list[HubResource]:
@@ -20,18 +24,23 @@ def hub_resources(parts) -> list[HubResource]:
     return needed
 
 
-def preflight(parts, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """Fail fast, before any stage, if the config needs the Hub and the Hub is out of reach."""
+def preflight(parts, timeout_s: float = PROBE_TIMEOUT_S) -> set[str]:
+    """Fail fast, before any stage, if the config needs the Hub and the Hub is out of reach.
+    Returns the Hub ids out of reach that a part can do without (it has a fallback)."""
     from huggingface_hub import constants
 
     needed = hub_resources(parts)
     if not needed:
-        return
+        return set()
     reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else probe(endpoint(), timeout_s)
     if reason is None:
-        return
+        return set()
     go_offline()
-    missing = [r for r in needed if not r.is_cached()]
+    unavailable = [r for r in needed if not r.is_cached()]
+    missing = [r for r in unavailable if r.fallback is None]
+    for r in unavailable:
+        if r.fallback is not None:
+            log.info("%s %s is out of reach (%s): using %s", r.role, r.repo_id, reason, r.fallback)
     if missing:
         lines = "\n".join(r.advice() for r in missing)
         raise HubUnavailable(
@@ -40,3 +49,4 @@ def preflight(parts, timeout_s: float = PROBE_TIMEOUT_S) -> None:
             "Point the keys above at local copies, or run where the Hub is reachable once to fill "
             "the cache (HF_HOME selects it)."
         )
+    return {r.repo_id for r in unavailable}

@@ -33,11 +33,30 @@ def validate(cfg: DictConfig) -> JobParts:
         _int(cfg, "bon.num_prompts", 1)
     for key in ("max_prompt_tokens", "max_response_tokens"):
         _int(cfg, f"data.lengths.{key}", 1)
-    _int(cfg, "eval.coverage_samples", 1)
+    _int(cfg, "eval.coverage_samples", 1, n_max, hint=" (bon.n_max samples per prompt)")
     _int(cfg, "rounds", 1)
+    for key in ("cache", "progress"):
+        if not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key} must be true or false, got {cfg[key]!r}")
     parts = build_parts(cfg)
     _trainer(cfg, parts.pretrain is not None)
+    _context(parts)
     return parts
+
+
+def _context(parts: JobParts) -> None:
+    """Every prompt and reply the stages will feed the policy fits its context."""
+    length = parts.spec.context_length()
+    lengths, settings = parts.lengths, parts.engine.settings
+    reply = max(lengths.max_response_tokens + 1, settings.max_new_tokens)
+    if length is not None and lengths.max_prompt_tokens + reply > length:
+        where = "model.n_positions" if parts.pretrain is not None else "the model's context"
+        raise ConfigError(
+            f"{where} is {length} tokens, fewer than data.lengths.max_prompt_tokens "
+            f"({lengths.max_prompt_tokens}) + the longest reply ({reply}: "
+            "data.lengths.max_response_tokens + EOS, or sampling.max_new_tokens): raise it, or "
+            "lower those"
+        )
 
 
 def _trainer(cfg: DictConfig, pretrains: bool) -> None:

@@ -11,10 +11,18 @@ from typing import ClassVar
 import numpy as np
 
 from afd.core.artifacts import read_samples, read_scores
-from afd.core.config import as_dataclass, check_count
+from afd.core.config import check_count
 from afd.recipes.sft import fine_tune
 from afd.runtime.optim import OptimConfig
-from afd.runtime.trainer import Schedule
+from afd.runtime.trainer import Schedule, training_config
+
+
+def best_of_n_rows(samples: Path, scores: Path, n: int) -> list[tuple[str, str]]:
+    """(prompt, reply) of the highest-scored of each prompt's `n` consecutive samples."""
+    rows = read_samples(samples)
+    by_prompt = read_scores(scores).reshape(-1, n)
+    best = [rows[i * n + int(np.argmax(s))] for i, s in enumerate(by_prompt)]
+    return [(r["prompt"], r["response"]) for r in best]
 
 
 @dataclass
@@ -29,17 +37,14 @@ class Distill:
     optim: OptimConfig
 
     def __post_init__(self):
-        self.schedule = as_dataclass(Schedule, self.schedule, "iterate.schedule")
-        self.optim = as_dataclass(OptimConfig, self.optim, "iterate.optim")
+        training_config(self, "iterate")
         check_count(self.n, "iterate.n")
         check_count(self.num_prompts, "iterate.num_prompts", optional=True)
 
     def build(self, out_dir: Path, ctx, inputs: dict[str, Path]) -> dict:
         """inputs: `base` (the policy), `samples` (its `n` replies per prompt) and `scores`
         (their proxy rewards). Every row trains: none is held out."""
-        rows = read_samples(inputs["samples"])
-        scores = read_scores(inputs["scores"]).reshape(-1, self.n)
-        best = [rows[i * self.n + int(np.argmax(s))] for i, s in enumerate(scores)]
-        pairs = [(r["prompt"], r["response"]) for r in best]
+        pairs = best_of_n_rows(inputs["samples"], inputs["scores"], self.n)
         base = str(inputs["base"])
-        return fine_tune(out_dir, pairs, base, 0.0, self.schedule, self.optim, ctx, ctx.seed)
+        what = "round distillation on Best-of-n replies"
+        return fine_tune(out_dir, pairs, base, 0.0, self.schedule, self.optim, ctx, ctx.seed, what)

@@ -14,11 +14,10 @@ from typing import ClassVar
 
 import lightning as L
 
-from afd.core.config import as_dataclass
 from afd.models.batching import LMCollator
 from afd.recipes.sft import SFTModule
 from afd.runtime.optim import OptimConfig
-from afd.runtime.trainer import Schedule, export_trained, final_metrics, fit
+from afd.runtime.trainer import Schedule, export_trained, final_metrics, fit, training_config
 from afd.tasks.data_dir import DataDir
 
 
@@ -32,8 +31,7 @@ class Pretrain:
     optim: OptimConfig
 
     def __post_init__(self):
-        self.schedule = as_dataclass(Schedule, self.schedule, "pretrain.schedule")
-        self.optim = as_dataclass(OptimConfig, self.optim, "pretrain.optim")
+        training_config(self, "pretrain")
 
     def build(self, out_dir: Path, ctx, inputs: dict[str, Path]) -> dict:
         """inputs: `corpus`. The model comes from `ctx.spec` (a BuiltFromScratch spec)."""
@@ -59,6 +57,7 @@ class Pretrain:
             ctx.logger,
             ctx.seed,
             ctx.progress,
+            "pretraining pi0",
         )
         export_trained(trainer, module, tokenizer, out_dir)
         return {

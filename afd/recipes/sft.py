@@ -18,7 +18,7 @@ from typing import ClassVar
 import lightning as L
 import torch
 
-from afd.core.config import as_dataclass, check_count
+from afd.core.config import check_count
 from afd.core.errors import ConfigError
 from afd.models.batching import LMCollator, training_rows
 from afd.models.loading import load_policy
@@ -26,7 +26,7 @@ from afd.models.options import ModelOptions, prepare_for_training, trainable_par
 from afd.models.tokenizers import load_tokenizer
 from afd.objectives.losses import token_nll_sum
 from afd.runtime.optim import OptimConfig, configure
-from afd.runtime.trainer import Schedule, export_trained, final_metrics, fit
+from afd.runtime.trainer import Schedule, export_trained, final_metrics, fit, training_config
 from afd.tasks.data_dir import DataDir
 
 
@@ -88,8 +88,10 @@ def fine_tune(
     optim: OptimConfig,
     ctx,
     seed: int,
+    what: str,
 ) -> dict:
-    """Token NLL on (prompt, response) rows from the policy at `base_path`, saved to `out_dir`.
+    """Token NLL on (prompt, response) rows from the policy at `base_path`, saved to `out_dir`
+    (`what` names the training in the log).
     A `val_fraction` of the shuffled rows is held out for validation. Returns the number of
     training rows (`rows`), rows dropped as too long, trainable parameters and the trainer's
     final metrics. `ctx` gives lengths, trainer, model options, logger and progress."""
@@ -114,6 +116,7 @@ def fine_tune(
         ctx.logger,
         seed,
         ctx.progress,
+        what,
     )
     export_trained(trainer, module, tokenizer, out_dir, options.dtype)
     return {
@@ -138,8 +141,7 @@ class SFT:
     num_demos: int | None  # None: every training demonstration
 
     def __post_init__(self):
-        self.schedule = as_dataclass(Schedule, self.schedule, "sft.schedule")
-        self.optim = as_dataclass(OptimConfig, self.optim, "sft.optim")
+        training_config(self, "sft")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"sft.val_fraction must be in [0, 1), got {self.val_fraction}")
         check_count(self.num_demos, "sft.num_demos", optional=True)
@@ -151,7 +153,7 @@ class SFT:
         rows = [(e.prompt, data.policy_view(e.response)) for e in demos]
         base = str(inputs["init"])
         metrics = fine_tune(
-            out_dir, rows, base, self.val_fraction, self.schedule, self.optim, ctx, ctx.seed
+            out_dir, rows, base, self.val_fraction, self.schedule, self.optim, ctx, ctx.seed, "SFT"
         )
         return {"demonstrations": metrics.pop("rows"), **metrics}
 

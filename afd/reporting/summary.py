@@ -43,11 +43,36 @@ COLUMNS = [
 DIV_COLUMNS = ("precision", "coverage", "entropy", "forward_kl", "reverse_kl")
 
 
+def read_json(path: Path) -> dict | None:
+    """A job's JSON record, or None (with a warning naming it) if it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        log.warning("skipping %s: not readable JSON (%s); rerun that job", path, e)
+        return None
+
+
+def failed_jobs(sweep_dir: Path) -> list[str]:
+    """One line per failed or unreadable job of a sweep: its folder, overrides and error."""
+    lines = []
+    for path in sorted(Path(sweep_dir).rglob("failure.json")):
+        job = str(path.parent.relative_to(sweep_dir))
+        record = read_json(path) or {}
+        what = " ".join(record.get("overrides", [])) or "(defaults)"
+        lines.append(f"{job} ({what}): {record.get('error', 'unreadable failure.json')}")
+    for path in sorted(Path(sweep_dir).rglob("results.json")):
+        if read_json(path) is None:
+            lines.append(f"{path.parent.relative_to(sweep_dir)}: results.json is not readable")
+    return lines
+
+
 def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
     """(rows of the summary table, raw results) from every results.json under sweep_dir."""
     rows, raw = [], []
     for path in sorted(Path(sweep_dir).rglob("results.json")):
-        r = json.loads(path.read_text())
+        r = read_json(path)
+        if r is None:
+            continue
         stages = r.get("stages", {}).values()
         rows.append(
             {
@@ -155,16 +180,19 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) ->
 def write_summary(sweep_dir: str | Path) -> Path | None:
     sweep_dir = Path(sweep_dir)
     rows, raw = collect(sweep_dir)
-    if not rows:
+    failed = failed_jobs(sweep_dir)
+    if not rows and not failed:
         log.warning("no results.json under %s: nothing to summarise", sweep_dir)
         return None
     write_csv(sweep_dir / "summary.csv", rows, COLUMNS)
-    failed = sorted(str(p.parent.relative_to(sweep_dir)) for p in sweep_dir.rglob("failure.json"))
-    text = f"# Sweep {sweep_dir}\n\n" + markdown_table(rows, COLUMNS)
+    text = f"# Sweep {sweep_dir}\n\n" + (
+        markdown_table(rows, COLUMNS) if rows else "No job finished.\n"
+    )
     if failed:
-        text += "\nFailed jobs: " + ", ".join(failed) + "\n"
+        text += "\nFailed jobs:\n\n" + "".join(f"- {line}\n" for line in failed)
     (sweep_dir / "summary.md").write_text(text)
-    plot_gold_vs_n(raw, sweep_dir / "gold_vs_n.png")
+    if raw:
+        plot_gold_vs_n(raw, sweep_dir / "gold_vs_n.png")
     log.info(
         "sweep summary: %s (table), %s (plot)",
         sweep_dir / "summary.md",

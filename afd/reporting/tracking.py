@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
+from afd.core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -88,9 +90,17 @@ class WandbTracker(Tracker):
         dir: str | None = None,
     ):
         if mode not in ("auto", "online", "offline", "disabled"):
-            raise ValueError(f"logger.mode must be auto, online, offline or disabled; got {mode!r}")
+            raise ConfigError(
+                f"logger.mode must be auto, online, offline or disabled; got {mode!r}"
+            )
         self.project, self.entity, self.tags, self.dir = project, entity, list(tags or []), dir
         self.mode = mode
+        if self.resolved_mode() == "online" and not wandb_logged_in():
+            raise ConfigError(
+                "logger.mode=online, but there is no W&B login here (no WANDB_API_KEY, no "
+                "~/.netrc entry): run `wandb login`, or use logger.mode=auto (offline until you "
+                "log in) and `wandb sync` later"
+            )
         self.run = None
         self._step_keys: set[str] = set()
 

@@ -7,14 +7,25 @@ from dataclasses import dataclass
 
 import torch
 
+from afd.core.config import check_number
+from afd.core.errors import ConfigError
+
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
+    lr: float
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: float = 0.1  # the cosine decays to this share of lr
     betas: tuple[float, float] = (0.9, 0.95)
+
+    def __post_init__(self):
+        check_number(self.lr, "lr", 0, above=True)
+        check_number(self.weight_decay, "weight_decay", 0)
+        check_number(self.warmup_steps, "warmup_steps", 0, integer=True)
+        check_number(self.min_lr_ratio, "min_lr_ratio", 0, 1)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas}")
 
 
 def lr_factor(cfg: OptimConfig, step: int, total_steps: int) -> float:

@@ -22,8 +22,12 @@ from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 
+from afd.core.config import as_dataclass, check_number
 from afd.core.errors import ConfigError
+from afd.core.progress import terminal_attached
 from afd.models.loading import DTYPES
+from afd.runtime.optim import OptimConfig
+from afd.runtime.progress import ProgressLog
 from afd.runtime.ranks import cluster_environment
 from afd.runtime.strategies import export_hf_model
 
@@ -32,17 +36,31 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Schedule:
-    epochs: float = 1.0
-    batch_size: int = 32
+    epochs: float
+    batch_size: int  # the global batch, over every training process
     max_steps: int = -1  # overrides epochs when > 0
     val_batches: int = 50
     eval_every_steps: int = 0  # 0: once per epoch
+
+    def __post_init__(self):
+        check_number(self.epochs, "epochs", 0, above=True)
+        check_number(self.batch_size, "batch_size", 1, integer=True)
+        check_number(self.max_steps, "max_steps", -1, integer=True)
+        check_number(self.val_batches, "val_batches", 0, integer=True)
+        check_number(self.eval_every_steps, "eval_every_steps", 0, integer=True)
 
     def total_steps(self, num_rows: int, accumulate: int = 1) -> int:
         if self.max_steps > 0:
             return self.max_steps
         per_epoch = math.ceil(num_rows / self.batch_size / accumulate)
         return max(1, math.ceil(self.epochs * per_epoch))
+
+
+def training_config(recipe, key: str) -> None:
+    """Turn a recipe's `schedule` and `optim` nodes into their dataclasses; an error names
+    `key.schedule` or `key.optim`."""
+    recipe.schedule = as_dataclass(Schedule, recipe.schedule, f"{key}.schedule")
+    recipe.optim = as_dataclass(OptimConfig, recipe.optim, f"{key}.optim")
 
 
 def trainer_kwargs(trainer_cfg) -> dict:
@@ -115,16 +133,19 @@ class RowsDataModule(L.LightningDataModule):
         )
 
 
-def build_trainer(kwargs: dict, logger, progress: bool, **loop) -> L.Trainer:
+def build_trainer(kwargs: dict, logger, progress: bool, what: str, **loop) -> L.Trainer:
     """A Trainer with the job's hardware settings (`kwargs`, from `trainer_kwargs`) and the
-    stage's loop limits; afd checkpoints through its stage cache, not Lightning's."""
+    stage's loop limits; afd checkpoints through its stage cache, not Lightning's. `what` names
+    the training in the log; with no terminal, progress is a log line every half minute."""
+    bar = progress and terminal_attached()
     return L.Trainer(
         logger=logger,
         enable_checkpointing=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         plugins=[cluster_environment()],
+        callbacks=[] if bar or not progress else [ProgressLog(what)],
         **loop,
         **kwargs,
     )
@@ -175,9 +196,11 @@ def fit(
     trainer_cfg,
     logger,
     seed: int,
-    progress: bool = True,
+    progress: bool,
+    what: str,
 ) -> L.Trainer:
-    """Train `module`; call it on every process of a multi-process run (afd/runtime/launch.py)."""
+    """Train `module` (called `what` in the log); call it on every process of a multi-process
+    run (afd/runtime/launch.py)."""
     kwargs = trainer_kwargs(trainer_cfg)
     accumulate = kwargs.get("accumulate_grad_batches", 1)
     total = schedule.total_steps(len(train_rows), accumulate)
@@ -187,6 +210,7 @@ def fit(
         kwargs,
         logger,
         progress,
+        what,
         max_steps=total,
         max_epochs=math.ceil(total * accumulate / per_epoch),  # max_steps stops first
         limit_val_batches=schedule.val_batches if val_rows else 0,
@@ -198,7 +222,7 @@ def fit(
     data = RowsDataModule(train_rows, val_rows or [], collate, schedule.batch_size, seed)
     log.info(
         "training %s for %d steps on %d rows (%d processes)",
-        type(module).__name__,
+        what,
         total,
         len(train_rows),
         trainer.world_size,

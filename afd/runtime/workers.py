@@ -27,6 +27,7 @@ from afd.runtime import ranks
 from afd.runtime.logs import FORMAT, quiet_libraries
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1  # prctl(2)
 # Distributed variables of an outer launch; each worker gets its own from Lightning or SLURM.
 DIST_ENV = (
     "LOCAL_RANK",
@@ -140,7 +141,22 @@ def _this_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))  # single node: Lightning sets it in children
 
 
+def die_with_parent() -> None:
+    """Ask Linux to kill this worker when its parent dies (the job, or rank 0 for the ranks it
+    started), so a killed job leaves no orphan training on, writing beside its rerun."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
+
+
 def main(path: Path) -> None:
+    die_with_parent()
     quiet_libraries()  # as in the job: the log keeps to afd's own lines
     call: StageCall = pickle.loads(path.read_bytes())
     rank = _this_rank()

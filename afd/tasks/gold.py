@@ -13,17 +13,25 @@ import inspect
 import numpy as np
 import torch
 
+from afd.core.config import check_number
+from afd.core.errors import ConfigError
 from afd.models.batching import leading_bos, pad_batch
 from afd.models.dialogue import PlainText
+from afd.models.loading import check_dtype, check_model_source
 from afd.tasks.toy.gold import GOLD_REWARDS
 
 
 class ToyGold:
     """r*(x, y) of the synthetic task; `kind` = helpful | harmless | hh."""
 
-    def __init__(self, kind: str = "hh"):
+    def __init__(self, kind: str | None):
+        if kind is None:
+            raise ConfigError(
+                "gold=toy scores only the synthetic task (data=toy): for other data choose a "
+                "judge, e.g. gold=gpt2_large_harmless, or gold.name_or_path=DIR of a reward model"
+            )
         if kind not in GOLD_REWARDS:
-            raise ValueError(f"gold.kind must be one of {sorted(GOLD_REWARDS)}, got {kind!r}")
+            raise ConfigError(f"gold.kind must be one of {sorted(GOLD_REWARDS)}, got {kind!r}")
         self.kind = kind
         self.fn = GOLD_REWARDS[kind]
 
@@ -60,17 +68,15 @@ class RewardModelGold:
         dtype: str = "float32",
         trust_remote_code: bool = False,
         padding_side: str = "right",
+        fresh_head: bool = False,
     ):
-        from afd.models.loading import check_dtype
-
         if not name_or_path:
-            raise ValueError("gold.name_or_path is empty: give a Hub id or a local directory")
-        if max_length < 2:
-            raise ValueError(f"gold.max_length must be >= 2, got {max_length}")
-        if batch_size < 1:
-            raise ValueError(f"gold.batch_size must be >= 1, got {batch_size}")
+            raise ConfigError("gold.name_or_path is empty: give a Hub id or a local directory")
+        check_model_source(str(name_or_path), "gold.name_or_path")
+        check_number(max_length, "gold.max_length", 2, integer=True)
+        check_number(batch_size, "gold.batch_size", 1, integer=True)
         if padding_side not in ("left", "right"):
-            raise ValueError(f"gold.padding_side must be 'left' or 'right', got {padding_side!r}")
+            raise ConfigError(f"gold.padding_side must be 'left' or 'right', got {padding_side!r}")
         check_dtype(dtype, "gold.dtype")
         self.name_or_path = str(name_or_path)
         self.format = format or PlainText()
@@ -80,6 +86,7 @@ class RewardModelGold:
             trust_remote_code,
             padding_side,
         )
+        self.fresh_head = fresh_head  # a language model read through a new one-output head
         self._model = self._tokenizer = None  # loaded on first use: validation must stay cheap
 
     def hub_resources(self) -> list:
@@ -100,6 +107,7 @@ class RewardModelGold:
                 self.name_or_path,
                 dtype=DTYPES[self.dtype],
                 trust_remote_code=self.trust_remote_code,
+                **({"num_labels": 1} if self.fresh_head else {}),
             )
             if model.config.num_labels != 1:
                 raise ValueError(

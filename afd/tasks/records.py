@@ -53,33 +53,32 @@ def require_text(row: dict, key: str, where: str, allow_empty: bool = False) -> 
     return value
 
 
-def read_examples(path: str | Path) -> list[Example]:
+def _read(path: str | Path, make, texts: tuple[str, ...], id_prefix: str) -> list:
+    """Rows of a JSONL file as `make(id, *texts, row)`, each text field checked (file:line)."""
     rows = []
     for lineno, row in iter_jsonl(path):
         where = f"{path}:{lineno}"
-        rows.append(
-            Example(
-                id=str(row.get("id", f"{Path(path).stem}-{lineno}")),
-                prompt=require_text(row, "prompt", where),
-                response=require_text(row, "response", where),
-                meta=row.get("meta") or {},
-            )
-        )
+        values = [require_text(row, key, where) for key in texts]
+        rows.append(make(str(row.get("id", f"{id_prefix}-{lineno}")), *values, row))
+    return rows
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    rows = _read(
+        path,
+        lambda id, prompt, response, row: Example(id, prompt, response, row.get("meta") or {}),
+        ("prompt", "response"),
+        Path(path).stem,
+    )
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
 
 
 def read_pairs(path: str | Path) -> list[Pair]:
-    rows = []
-    for lineno, row in iter_jsonl(path):
-        where = f"{path}:{lineno}"
-        rows.append(
-            Pair(
-                id=str(row.get("id", f"pair-{lineno}")),
-                prompt=require_text(row, "prompt", where),
-                chosen=require_text(row, "chosen", where),
-                rejected=require_text(row, "rejected", where),
-            )
-        )
-    return rows
+    return _read(
+        path,
+        lambda id, prompt, chosen, rejected, row: Pair(id, prompt, chosen, rejected),
+        ("prompt", "chosen", "rejected"),
+        "pair",
+    )

@@ -77,6 +77,11 @@ class AfdSlurmLauncher(SlurmLauncher):
             self._collect(job, list(ov), idx)
             for job, (ov, _, idx, _, _) in zip(jobs, params, strict=True)
         ]
+        from afd.pipeline.outcome import JobFailure, record
+
+        for r in returns:  # a job that failed for its own reasons returned its JobFailure
+            if r.status == JobStatus.COMPLETED and isinstance(r.return_value, JobFailure):
+                record(r.return_value)
         failed = [r for r in returns if r.status == JobStatus.FAILED]
         if failed:
             log.error("%d of %d jobs failed:", len(failed), len(returns))

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from afd.core.config import qualified_name
 from afd.core.errors import ConfigError
+from afd.core.progress import Ticker, terminal_attached
 from afd.models.batching import pad_batch
 from afd.models.devices import inference_device
 from afd.models.generation.settings import Completion, SamplingSettings, decode
@@ -52,9 +53,11 @@ class HFGenerator:
         device = next(model.parameters()).device
         out: list[list[Completion | None]] = [[None] * num_samples for _ in prompts]
         starts = range(0, len(rows), self.batch_size)
-        for b, start in enumerate(
-            tqdm(starts, desc="sampling", disable=not self.progress, leave=False)
-        ):
+        bar = self.progress and terminal_attached()
+        ticker = Ticker("sampling", len(rows)) if self.progress and not bar else None
+        for b, start in enumerate(tqdm(starts, desc="sampling", disable=not bar, leave=False)):
+            if ticker:
+                ticker.tick(start)
             chunk = rows[start : start + self.batch_size]
             batch = pad_batch([prompts[i] for i, _ in chunk], tokenizer.pad_token_id, "left")
             torch.manual_seed(seed * 1_000_003 + b)

@@ -14,8 +14,14 @@ from typing import ClassVar
 import numpy as np
 
 from afd.core.artifacts import read_samples, write_scores
+from afd.core.errors import AfdError
 from afd.models.scoring import load_scorer
 from afd.tasks.data_dir import DataDir
+from afd.tasks.judge import judge_scorer
+
+
+class NonFiniteScores(AfdError):
+    """A scorer returned NaN or infinite values."""
 
 
 def demo_rows(data_dir: Path, num_prompts: int | None) -> list[dict]:
@@ -49,11 +55,20 @@ class ScoreStage:
             if self.rows == "samples"
             else demo_rows(inputs["rows"], self.num_prompts)
         )
-        scorer = ctx.gold.get() if self.scorer == "gold" else load_scorer(inputs["reward"])
+        gold = judge_scorer(ctx.gold.get(), inputs) if self.scorer == "gold" else None
+        scorer = gold if gold is not None else load_scorer(inputs["reward"])
         scores = np.asarray(scorer.score(rows), dtype=float)
         if scores.shape != (len(rows),):
             raise ValueError(
                 f"scorer {type(scorer).__name__} returned shape {scores.shape} for {len(rows)} rows"
+            )
+        bad = ~np.isfinite(scores)
+        if bad.any():
+            first = rows[int(np.argmax(bad))]["id"]
+            raise NonFiniteScores(
+                f"the {self.scorer} scorer ({type(scorer).__name__}) gave {int(bad.sum())} "
+                f"non-finite scores of {len(rows)} rows (first: row {first!r}); a diverged or "
+                "broken reward model: nothing of it is used or cached"
             )
         write_scores(out_dir, [r["id"] for r in rows], scores)
         return {"mean": float(scores.mean()), "rows": len(rows)}

@@ -21,8 +21,8 @@ import torch
 from afd.models.generation.on_policy import OnPolicySampler
 from afd.models.generation.settings import SamplingSettings
 from afd.objectives.losses import (
-    balanced_bce,
     leave_one_out_baseline,
+    occupancy_bce,
     policy_gradient_loss,
     reward_to_go,
     token_logprobs,
@@ -99,8 +99,14 @@ class AdversarialModule(L.LightningModule):
 
     # -- pieces of a step ---------------------------------------------------------------
     def _disc_logits(self, batch):
-        logits, mask = self.disc_kind.logits(self.discriminator, batch)
-        return logits.clamp(-self.cfg.logit_clip, self.cfg.logit_clip), mask
+        return self.disc_kind.logits(self.discriminator, batch)
+
+    def discriminator_loss(self, demos, samples) -> tuple[torch.Tensor, torch.Tensor]:
+        """Demonstrations (positive) against policy samples, on the raw logits: a clip here
+        would leave a confidently wrong discriminator without a gradient to recover by."""
+        pos, pos_mask = self._disc_logits(demos)
+        neg, neg_mask = self._disc_logits(samples)
+        return occupancy_bce(pos, pos_mask, neg, neg_mask)
 
     def _rollouts(self, prompt_ids):
         if self._sampler is None:  # per rank, so processes draw different samples
@@ -116,6 +122,8 @@ class AdversarialModule(L.LightningModule):
         cfg, k = self.cfg, self.cfg.samples_per_prompt
         with torch.no_grad():
             disc_logits, disc_mask = self._disc_logits(batch)
+            # the clip bounds the policy's reward (exp-type rewards explode), nothing else
+            disc_logits = disc_logits.clamp(-cfg.logit_clip, cfg.logit_clip)
             rewards = self.divergence.reward(disc_logits) * disc_mask
             ref_logp, _ = token_logprobs(self.reference(**_inputs(batch)).logits, batch["labels"])
         logp, mask = token_logprobs(self.policy(**_inputs(batch)).logits, batch["labels"])
@@ -142,9 +150,7 @@ class AdversarialModule(L.LightningModule):
         rollouts, samples = self._rollouts(batch["prompt_ids"])
         demos = batch["demos"]
         for _ in range(cfg.disc_updates_per_step):
-            pos, pos_mask = self._disc_logits(demos)
-            neg, neg_mask = self._disc_logits(samples)
-            disc_loss, disc_acc = balanced_bce(pos, pos_mask, neg, neg_mask)
+            disc_loss, disc_acc = self.discriminator_loss(demos, samples)
             self._update(disc_loss, "discriminator", step)
         record = {"step": step, "disc_loss": disc_loss.item(), "disc_accuracy": disc_acc.item()}
         if (

@@ -31,6 +31,7 @@ from afd.recipes.adversarial.module import AdversarialModule
 from afd.runtime.optim import OptimConfig
 from afd.runtime.trainer import build_trainer, export_trained, manual_trainer_kwargs
 from afd.tasks.data_dir import DataDir
+from afd.tasks.judge import judge_scorer
 
 POLICIES = ("init", "sft")
 
@@ -149,7 +150,7 @@ class Adversarial:
             raise ConfigError(f"divergence.temperature must be > 0, got {self.temperature}")
 
     def policy(self, graph):
-        upstream = {"data": graph.data()}
+        upstream = {"data": graph.data(), **graph.gold_inputs()}
         upstream.update(
             {role: graph.policy(getattr(self, role)) for role in ("start", "reference", "backbone")}
         )
@@ -170,7 +171,7 @@ class Adversarial:
         disc = self.discriminator.load(
             inputs["backbone"], tokenizer, options.dtype, options.trust_remote_code
         )
-        judge = ctx.gold.get()
+        judge = judge_scorer(ctx.gold.get(), inputs)
         module = AdversarialModule(
             prepare_for_training(load("start"), options, "causal_lm"),
             load("reference"),
@@ -188,6 +189,7 @@ class Adversarial:
             kwargs,
             ctx.logger,
             ctx.progress,
+            f"adversarial imitation ({self.name}, {self.level})",
             max_epochs=1,
             limit_train_batches=self.steps,
             limit_val_batches=0,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from afd.core.config import as_dataclass, check_count
+from afd.core.config import check_count
 from afd.core.errors import ConfigError
 from afd.models.batching import PairCollator, training_rows
 from afd.models.tokenizers import load_tokenizer
@@ -21,7 +21,7 @@ from afd.recipes.reward.common import (
     train_classifier,
 )
 from afd.runtime.optim import OptimConfig
-from afd.runtime.trainer import Schedule, final_metrics
+from afd.runtime.trainer import Schedule, final_metrics, training_config
 
 
 @dataclass
@@ -38,8 +38,7 @@ class BradleyTerry:
     optim: OptimConfig
 
     def __post_init__(self):
-        self.schedule = as_dataclass(Schedule, self.schedule, "reward.schedule")
-        self.optim = as_dataclass(OptimConfig, self.optim, "reward.optim")
+        training_config(self, "reward")
         check_choice("backbone", self.backbone, POLICIES)
         check_count(self.num_pairs, "reward.num_pairs", optional=True)
         if not 0 <= self.val_fraction < 1:

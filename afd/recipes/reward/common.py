@@ -11,6 +11,7 @@ import lightning as L
 import numpy as np
 
 from afd.core.artifacts import read_samples
+from afd.core.config import qualified_name
 from afd.core.errors import ConfigError
 from afd.models.batching import Lengths
 from afd.models.loading import load_classifier
@@ -89,6 +90,7 @@ def scorer_spec(target: str, lengths: Lengths, load: LoadOptions, **paths) -> di
         "max_response_tokens": lengths.max_response_tokens,
         "dtype": load.dtype,
         "trust_remote_code": load.trust_remote_code,
+        "format": {"_target_": qualified_name(lengths.format)},
     }
 
 
@@ -116,6 +118,7 @@ def train_classifier(
         ctx.logger,
         seed,
         ctx.progress,
+        f"reward model {recipe.name}",
     )
     export_trained(trainer, module, tokenizer, out_dir, options.dtype)
     if not trainer.is_global_zero:

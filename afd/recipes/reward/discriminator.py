@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from afd.core.config import as_dataclass, check_count
+from afd.core.config import check_count
 from afd.core.errors import ConfigError
 from afd.models.batching import ClassifierCollator, training_rows
 from afd.models.tokenizers import load_tokenizer
@@ -28,7 +28,7 @@ from afd.recipes.reward.common import (
     train_classifier,
 )
 from afd.runtime.optim import OptimConfig
-from afd.runtime.trainer import Schedule, final_metrics
+from afd.runtime.trainer import Schedule, final_metrics, training_config
 
 
 @dataclass
@@ -50,8 +50,7 @@ class Discriminator:
     bootstrap: bool = False  # ... and optionally a bootstrap resample of the training rows
 
     def __post_init__(self):
-        self.schedule = as_dataclass(Schedule, self.schedule, "reward.schedule")
-        self.optim = as_dataclass(OptimConfig, self.optim, "reward.optim")
+        training_config(self, "reward")
         check_choice("positive", self.positive, SOURCES)
         check_choice("negative", self.negative, SOURCES)
         if self.positive == self.negative:

@@ -11,6 +11,7 @@ import math
 import random
 from dataclasses import dataclass
 
+from afd.core.errors import ConfigError
 from afd.tasks.toy.grammar import REQUEST_TYPES
 
 SIGNATURE = "*"  # the heterogeneous demonstrator's mark, outside the policy's action space
@@ -22,7 +23,7 @@ class Demonstrator:
 
     def __post_init__(self):
         if not 0.0 <= self.noise <= 1.0:
-            raise ValueError(f"data.noise must lie in [0, 1], got {self.noise}")
+            raise ConfigError(f"data.task.noise must lie in [0, 1], got {self.noise}")
 
     def good_support(self, meta: dict) -> dict[str, float]:
         rtype = REQUEST_TYPES[meta["type"]]

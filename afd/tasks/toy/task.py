@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+from afd.core.errors import ConfigError
 from afd.tasks.records import Example, Pair, TaskData
 from afd.tasks.toy.corpus import base_response
 from afd.tasks.toy.demonstrator import SIGNATURE, Demonstrator, add_signature
@@ -36,30 +37,34 @@ class ToyTask:
     ):
         unknown = sorted(set(request_types) - set(REQUEST_TYPES))
         if unknown or not request_types:
-            raise ValueError(
-                f"data.request_types: unknown {unknown or 'empty list'}; "
+            raise ConfigError(
+                f"data.task.request_types: unknown {unknown or 'empty list'}; "
                 f"choose from {sorted(REQUEST_TYPES)}"
             )
         self.benign_types = [t for t in request_types if not REQUEST_TYPES[t].harmful]
         self.harmful_types = [t for t in request_types if REQUEST_TYPES[t].harmful]
         if harmful_fraction > 0 and not self.harmful_types:
-            raise ValueError("data.harmful_fraction > 0 but data.request_types has no harmful type")
+            raise ConfigError(
+                "data.task.harmful_fraction > 0 but data.task.request_types has no harmful type"
+            )
         if harmful_fraction < 1 and not self.benign_types:
-            raise ValueError("data.harmful_fraction < 1 but data.request_types has no benign type")
+            raise ConfigError(
+                "data.task.harmful_fraction < 1 but data.task.request_types has no benign type"
+            )
         for key, value in (
             ("harmful_fraction", harmful_fraction),
             ("heterogeneity", heterogeneity),
         ):
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"data.{key} must lie in [0, 1], got {value}")
+                raise ConfigError(f"data.task.{key} must lie in [0, 1], got {value}")
         if gold not in ("helpful", "harmless", "hh"):
-            raise ValueError(f"data.gold must be one of helpful, harmless, hh; got {gold!r}")
+            raise ConfigError(f"data.task.gold must be one of helpful, harmless, hh; got {gold!r}")
         for key, value in (
             ("num_train_prompts", num_train_prompts),
             ("num_heldout_prompts", num_heldout_prompts),
         ):
             if value < 1:
-                raise ValueError(f"data.{key} must be >= 1, got {value}")
+                raise ConfigError(f"data.task.{key} must be >= 1, got {value}")
         self.request_types = list(request_types)
         self.num_train_prompts = num_train_prompts
         self.num_heldout_prompts = num_heldout_prompts
@@ -101,9 +106,9 @@ class ToyTask:
                 if text not in exclude and not (unique and text in seen):
                     break
             else:
-                raise ValueError(
+                raise ConfigError(
                     f"could not draw {count} distinct held-out prompts: request type "
-                    f"{type_name!r} ran out of prompts; lower data.num_heldout_prompts"
+                    f"{type_name!r} ran out of prompts; lower data.task.num_heldout_prompts"
                 )
             seen.add(text)
             drawn.append(meta)
