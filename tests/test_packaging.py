@@ -55,6 +55,32 @@ def _declared_with_dependencies() -> set[str]:
     return seen
 
 
+# Modules of optional extras: declared there, and imported only inside functions, so that a
+# base install never needs them.
+OPTIONAL = {"vllm": "vllm"}  # module -> the extra that installs it
+
+
+def _imported_at_module_level() -> set[str]:
+    top = set()
+    for package in PACKAGES:
+        for path in sorted(package.rglob("*.py")):
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.Import):
+                    top |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    top.add(node.module.split(".")[0])
+    return top
+
+
+def test_optional_engines_are_extras_imported_where_used():
+    extras = md.metadata("afd").get_all("Provides-Extra") or []
+    requires = md.requires("afd") or []
+    for module, extra in OPTIONAL.items():
+        assert extra in extras, f"pyproject.toml has no extra {extra!r} for {module}"
+        assert any(f'extra == "{extra}"' in r and _requirement_name(r) == module for r in requires)
+        assert module not in _imported_at_module_level(), f"{module} imported at module level"
+
+
 def test_every_imported_third_party_module_is_a_declared_dependency():
     try:
         md.requires("afd")
@@ -65,7 +91,11 @@ def test_every_imported_third_party_module_is_a_declared_dependency():
     allowed = _declared_with_dependencies()
     missing = []
     for module, where in sorted(_imported_top_level_modules().items()):
-        if module in ours or module in sys.stdlib_module_names or module == "__future__":
+        if (
+            module in ours
+            or module in sys.stdlib_module_names
+            or module in ("__future__", *OPTIONAL)
+        ):
             continue
         distributions = {d.lower().replace("_", "-") for d in provided_by.get(module, [])}
         if not distributions & allowed:

@@ -5,7 +5,8 @@ stop strings and banned tokens."""
 import torch
 
 from afd.models.batching import Lengths, encode_prompt
-from afd.models.generation.on_policy import OnPolicySampler, filter_logits
+from afd.models.generation.kv_sampler import filter_logits
+from afd.models.generation.on_policy import OnPolicySampler
 from afd.models.generation.settings import SamplingSettings
 from afd.objectives.losses import sequence_logprob
 

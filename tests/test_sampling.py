@@ -52,3 +52,41 @@ def test_greedy_is_deterministic_across_seeds(toy_tokenizer, toy_lm):
     a = hf_sample(toy_lm, toy_tokenizer, PROMPTS, 2, LENGTHS, 0, **greedy)
     b = hf_sample(toy_lm, toy_tokenizer, PROMPTS, 2, LENGTHS, 9, **greedy)
     assert a == b and all(row[0] == row[1] for row in a)
+
+
+def test_greedy_matches_hugging_face_generate_token_for_token(toy_tokenizer, toy_lm):
+    """The engine's own loop (shared prompt cache, ended rows leaving the batch) decodes
+    greedily exactly as `model.generate` does, prompt by prompt."""
+    from afd.models.batching import encode_prompt
+
+    greedy = {"max_new_tokens": 8, "temperature": 0.0}
+    ours = hf_sample(toy_lm, toy_tokenizer, PROMPTS, 3, LENGTHS, 0, **greedy)
+    eos, pad = toy_tokenizer.eos_token_id, toy_tokenizer.pad_token_id
+    for prompt, replies in zip(PROMPTS, ours):
+        ids = torch.tensor([encode_prompt(toy_tokenizer, prompt, LENGTHS)])
+        with torch.no_grad():
+            out = toy_lm.generate(
+                input_ids=ids,
+                do_sample=False,
+                max_new_tokens=8,
+                pad_token_id=pad,
+                eos_token_id=eos,
+            )
+        expected = out[0, ids.shape[1] :].tolist()
+        expected = expected[: expected.index(eos) + 1] if eos in expected else expected
+        assert all(r.token_ids == [t for t in expected if t != pad] for r in replies)
+
+
+def test_logprobs_of_replies_match_a_forward_pass(toy_tokenizer, toy_lm):
+    from afd.models.scoring import sequence_logprobs
+
+    replies = hf_sample(toy_lm, toy_tokenizer, PROMPTS, 4, LENGTHS, 3, max_new_tokens=10)
+    rows = [
+        {"prompt": p, "response": r.response} for p, group in zip(PROMPTS, replies) for r in group
+    ]
+    engine = [r.logprob for group in replies for r in group]
+    forward = sequence_logprobs(toy_lm, toy_tokenizer, rows, LENGTHS)
+    finished = [i for i, r in enumerate(r for g in replies for r in g) if r.finished]
+    assert finished  # replies that ended on EOS: the re-tokenised text is the same tokens
+    for i in finished:
+        assert abs(engine[i] - forward[i]) < 1e-4

@@ -6,6 +6,7 @@ Best-of-N and evaluation load any reward the same way.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from afd.models.batching import ClassifierCollator, Lengths, LMCollator
+from afd.models.batching import IGNORE, ClassifierCollator, Lengths, lm_example, pad_batch
 from afd.models.devices import inference_device
 from afd.models.loading import load_classifier, load_policy
 from afd.models.tokenizers import load_tokenizer
@@ -32,9 +33,51 @@ def reward_logits(model, batch) -> torch.Tensor:
     return out.logits.squeeze(-1)
 
 
-def _batches(rows, size):
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+LOGIT_BYTES = 1 << 29  # 512 MiB of full-vocabulary logits per forward pass, at the most
+TOKENS_PER_BATCH = 1 << 16  # rows x longest row, per forward pass of a classifier
+
+
+def size_batches(lengths: list[int], max_rows: int, max_cells: int) -> list[list[int]]:
+    """Row indices in batches, longest rows first (little padding), each of at most
+    `max_rows` rows and `max_cells` rows x longest length."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, current = [], []
+    for i in order:
+        width = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) >= max_rows or (len(current) + 1) * width > max_cells):
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + ([current] if current else [])
+
+
+def run_batches(batches: list[list[int]], fn) -> None:
+    """fn(batch) for each batch; a batch that runs out of accelerator memory is split in
+    two and retried, down to single rows, instead of failing the stage."""
+    for batch in batches:
+        try:
+            fn(batch)
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(batch) // 2
+            run_batches([batch[:half], batch[half:]], fn)
+
+
+def lm_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) of a right-padded LM batch, with logits computed only from the
+    position before its first label on: prompts are most of a dialogue's tokens, and their
+    full-vocabulary logits would be read by nothing."""
+    labels = batch["labels"]
+    labelled = labels != IGNORE
+    first = int(labelled.int().argmax(1)[labelled.any(1)].min()) if labelled.any() else 1
+    start = max(first - 1, 0)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    if start and "logits_to_keep" in inspect.signature(model.forward).parameters:
+        logits = model(**inputs, logits_to_keep=labels.size(1) - start).logits
+        return logits, labels[:, start:]
+    return model(**inputs).logits, labels
 
 
 @torch.no_grad()
@@ -44,31 +87,38 @@ def classifier_scores(
     model.eval()
     collate = ClassifierCollator(tokenizer, lengths, side="right")
     device = next(model.parameters()).device
-    out = []
-    for chunk in _batches([(r["prompt"], r["response"]) for r in rows], batch_size):
-        batch = {k: v.to(device) for k, v in collate(chunk).items()}
-        out.append(reward_logits(model, batch).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
+    encoded = [collate.encode(r["prompt"], r["response"]) for r in rows]
+    out = np.zeros(len(rows))
+
+    def score(batch):
+        padded = pad_batch([encoded[i] for i in batch], tokenizer.pad_token_id, "right")
+        logits = reward_logits(model, {k: v.to(device) for k, v in padded.items()})
+        out[batch] = logits.float().cpu().numpy()
+
+    run_batches(size_batches([len(e) for e in encoded], batch_size, TOKENS_PER_BATCH), score)
+    return out
 
 
 @torch.no_grad()
 def sequence_logprobs(
     model, tokenizer, rows, lengths: Lengths, batch_size: int = 256
 ) -> np.ndarray:
-    """log pi(y|x) of each row's response (EOS included), summed over its tokens."""
+    """log pi(y|x) of each row's response (EOS included), summed over its tokens, in bounded
+    memory: batches are sized so that their response logits stay under LOGIT_BYTES."""
     model.eval()
-    collate = LMCollator(tokenizer, lengths)
     device = next(model.parameters()).device
-    out = []
-    for chunk in _batches([(r["prompt"], r["response"]) for r in rows], batch_size):
-        batch = {k: v.to(device) for k, v in collate(chunk).items()}
-        logits = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            position_ids=batch["position_ids"],
-        ).logits
-        out.append(sequence_logprob(logits, batch["labels"]).cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
+    examples = [lm_example(tokenizer, r["prompt"], r["response"], lengths) for r in rows]
+    cells = max(1, LOGIT_BYTES // (4 * model.get_output_embeddings().weight.shape[0]))
+    out = np.zeros(len(rows))
+
+    def score(batch):
+        ids = [examples[i][0] for i in batch]
+        padded = pad_batch(ids, tokenizer.pad_token_id, "right", [examples[i][1] for i in batch])
+        logits, labels = lm_logits(model, {k: v.to(device) for k, v in padded.items()})
+        out[batch] = sequence_logprob(logits, labels).cpu().numpy()
+
+    run_batches(size_batches([len(ids) for ids, _ in examples], batch_size, cells), score)
+    return out
 
 
 class ClassifierScorer:

@@ -31,6 +31,7 @@ from afd.pipeline.stages.judge import JudgeStage
 from afd.pipeline.stages.policy_metrics import PolicyMetricsStage
 from afd.pipeline.stages.sample import SampleStage
 from afd.pipeline.stages.score import ScoreStage
+from afd.runtime.faults import kill_inside
 from afd.runtime.launch import StageLauncher
 
 log = logging.getLogger(__name__)
@@ -95,10 +96,13 @@ class Pipeline:
             inputs = {role: a.path for role, a in upstream.items()}
             try:
                 if stage.trains:
-                    return self.launcher.run(stage.build, out, ctx, inputs)
-                return stage.build(out, ctx, inputs)
+                    metrics = self.launcher.run(stage.build, out, ctx, inputs)
+                else:
+                    metrics = stage.build(out, ctx, inputs)
             except AfdError as e:  # the stage and its policy, in the message the user reads
                 raise type(e)(f"stage {label}: {e}") from e
+            kill_inside(stage.stage)  # a test's fault: built, not yet published
+            return metrics
 
         return self._node(label, stage.stage, config, upstream, make)
 

@@ -23,6 +23,7 @@ from afd.core.errors import ConfigError
 from afd.models.batching import LMCollator, training_rows
 from afd.models.loading import load_policy
 from afd.models.options import ModelOptions, prepare_for_training, trainable_parameters
+from afd.models.scoring import lm_logits
 from afd.models.tokenizers import load_tokenizer
 from afd.objectives.losses import token_nll_sum
 from afd.runtime.optim import OptimConfig, configure
@@ -41,12 +42,7 @@ class SFTModule(L.LightningModule):
         self.total_steps = total_steps
 
     def _nll(self, batch):
-        out = self.model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            position_ids=batch["position_ids"],
-        )
-        return token_nll_sum(out.logits, batch["labels"])
+        return token_nll_sum(*lm_logits(self.model, batch))
 
     def _global_sum(self, value: torch.Tensor) -> torch.Tensor:
         if self.trainer.world_size == 1:

@@ -5,6 +5,10 @@ A Hydra callback:
 kills the process of every job whose config matches `when` as the job starts. No exception, no
 cleanup, no result file: what an OOM kill or a segfault leaves behind. Test-only; with Hydra's
 basic launcher the jobs run inside the sweep's own process, which it would kill.
+
+And inside a stage: with AFD_FAULT_KILL=STAGE (e.g. `sft`), the process SIGKILLs itself the
+first time a STAGE artifact has been built in its temporary directory and is not yet
+published: the worst moment for a torn artifact (`kill_inside`, called by the graph).
 """
 
 from __future__ import annotations
@@ -42,4 +46,16 @@ class CrashJob(Callback):
             stream.flush()
         if self.how == "exit":
             os._exit(self.exit_code)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+KILL_INSIDE = "AFD_FAULT_KILL"
+
+
+def kill_inside(stage: str) -> None:
+    """SIGKILL this process if AFD_FAULT_KILL names `stage` (test-only; see the module)."""
+    if os.environ.get(KILL_INSIDE) == stage:
+        log.error("afd fault injection: killing this job inside stage %s", stage)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
         os.kill(os.getpid(), signal.SIGKILL)

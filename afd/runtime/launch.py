@@ -4,7 +4,7 @@ distributed strategy (DDP, DeepSpeed).
 A stage cannot spawn ranks inside a Hydra job: Lightning's launcher re-runs the command line in
 each child (which would re-enter the whole pipeline), and the stage cache holds a lock while an
 artifact is built. So the job pickles the stage's call (build function and arguments) to a file
-and starts `python -m afd.runtime.workers FILE` (afd/runtime/workers.py); Lightning re-runs
+and starts `python -m afd.runtime.worker_start FILE` (afd/runtime/workers.py); Lightning re-runs
 *that* command for the other local ranks. Under SLURM with one task per device, task 0
 publishes the file and every task runs its own rank of it (afd/runtime/ranks.py). Single-process
 plain training stays in the job's process.

@@ -1,6 +1,6 @@
 """The worker side of a training stage run in its own processes (afd/runtime/launch.py).
 
-`python -m afd.runtime.workers CALL` runs this process's rank of a pickled stage call;
+`python -m afd.runtime.worker_start CALL` runs this process's rank of a pickled stage call;
 Lightning re-runs that same command for the other local ranks. Only global rank 0 writes the
 artifact and then, last, a result file (the stage's metrics and logged history) that the job
 reads back and replays into its tracker.
@@ -24,10 +24,10 @@ from typing import Any
 from afd.core.context import StageContext
 from afd.reporting.tracking import StageLogger, Tracker
 from afd.runtime import ranks
+from afd.runtime.deathsig import PARENT
 from afd.runtime.logs import FORMAT, quiet_libraries
 
 log = logging.getLogger(__name__)
-PR_SET_PDEATHSIG = 1  # prctl(2)
 # Distributed variables of an outer launch; each worker gets its own from Lightning or SLURM.
 DIST_ENV = (
     "LOCAL_RANK",
@@ -82,6 +82,7 @@ def swap_loggers(values, loggers: dict):
 def worker_env(trainer: dict) -> dict[str, str]:
     """The environment of a stage's worker processes."""
     env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
+    env[PARENT] = str(os.getpid())  # the worker dies with this process
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     # Share this node's cores between its ranks instead of oversubscribing them.
@@ -111,7 +112,7 @@ def leave_process_group() -> None:
 def run_worker(path: Path) -> None:
     """Run this process's rank of the call in `path`; raise if any rank of it failed."""
     call = pickle.loads(path.read_bytes())
-    cmd = [sys.executable, "-m", "afd.runtime.workers", str(path)]
+    cmd = [sys.executable, "-m", "afd.runtime.worker_start", str(path)]
     proc = subprocess.run(cmd, env=worker_env(call.trainer))
     errors = sorted(path.parent.glob(f"{path.name}.error.*"))
     finished = path.with_name(path.name + ".result").exists()
@@ -141,22 +142,7 @@ def _this_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))  # single node: Lightning sets it in children
 
 
-def die_with_parent() -> None:
-    """Ask Linux to kill this worker when its parent dies (the job, or rank 0 for the ranks it
-    started), so a killed job leaves no orphan training on, writing beside its rerun."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    parent = os.getppid()
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before the request took effect
-        os._exit(1)
-
-
 def main(path: Path) -> None:
-    die_with_parent()
     quiet_libraries()  # as in the job: the log keeps to afd's own lines
     call: StageCall = pickle.loads(path.read_bytes())
     rank = _this_rank()
@@ -181,9 +167,7 @@ def main(path: Path) -> None:
     leave_process_group()
 
 
-if __name__ == "__main__":
-    # The call's classes were pickled against `afd.runtime.workers`, not `__main__`.
-    from afd.runtime import workers
-
+def start(path: Path) -> None:
+    """A worker's whole life, once it is tied to its parent (afd/runtime/deathsig.py)."""
     logging.basicConfig(level=logging.INFO, format=FORMAT)
-    workers.main(Path(sys.argv[1]))
+    main(path)

