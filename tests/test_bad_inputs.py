@@ -85,6 +85,8 @@ BAD_COMMANDS = [
     (["+cluster=slurm"], "+cluster=slurm submits the jobs of a sweep: add -m"),
     (["cache_dir=/dev/null/cache"], "cache_dir=/dev/null/cache: /dev/null is a file"),
     (["cache_dir=/proc/afd-cache"], "cache_dir=/proc/afd-cache: /proc is not writable"),
+    (["sampling=vllm", "model.n_head=8"], "(model.n_embd / model.n_head): use sampling=hf"),
+    (["sampling=vllm", "sampling.tensor_parallel_size=0"], "sampling.tensor_parallel_size must be"),
 ]
 
 

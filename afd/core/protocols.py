@@ -80,6 +80,8 @@ class BuiltFromScratch(Protocol):
 
     def context_length(self) -> int | None: ...
 
+    def attention_head_size(self) -> int: ...
+
     def dialogue_format(self) -> Any: ...
 
 
@@ -96,6 +98,9 @@ class Pretrained(Protocol):
 
     def context_length(self) -> int | None:
         """Positions the model attends to, where known before loading it."""
+
+    def attention_head_size(self) -> int | None:
+        """The width of one attention head, where known before loading it."""
 
     def dialogue_format(self) -> Any:
         """How the policy reads a dialogue (afd/models/dialogue.py)."""
@@ -142,6 +147,14 @@ class GenerationEngine(Protocol):
     def open(
         self, policy_path: str | Path, load: Any, settings: Any, progress: bool = True
     ) -> AbstractContextManager[Generator]: ...
+
+
+@runtime_checkable
+class ChecksPolicy(Protocol):
+    """An engine that cannot run every policy, and says so before any stage runs."""
+
+    def check_policy(self, head_size: int | None, key: str) -> None:
+        """Raise ConfigError naming `key` if a policy of this head size cannot run."""
 
 
 # -- stages and recipes --------------------------------------------------------------------

@@ -54,6 +54,22 @@ def context_length(value: str) -> int | None:
     return fields.get("n_positions") or fields.get("max_position_embeddings")
 
 
+def attention_head_size(value: str) -> int | None:
+    """The width of one attention head of a local model, from its config.json (None:
+    unknown)."""
+    config = Path(value).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    import json
+
+    fields = json.loads(config.read_text())
+    if fields.get("head_dim"):
+        return int(fields["head_dim"])
+    width = fields.get("hidden_size") or fields.get("n_embd")
+    heads = fields.get("num_attention_heads") or fields.get("n_head")
+    return width // heads if width and heads else None
+
+
 def resize_for_tokenizer(model, tokenizer) -> None:
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))

@@ -16,7 +16,12 @@ from afd.core.errors import ConfigError
 from afd.core.hub import HubResource
 from afd.models.dialogue import PlainText
 from afd.models.gguf import GGUFSource
-from afd.models.loading import check_dtype, check_model_source, context_length
+from afd.models.loading import (
+    attention_head_size,
+    check_dtype,
+    check_model_source,
+    context_length,
+)
 from afd.models.options import ModelOptions, lora_spec
 from afd.models.tokenizers import bpe_tokenizer, word_tokenizer
 
@@ -37,6 +42,9 @@ class TinyGPT2:
 
     def context_length(self) -> int:
         return self.n_positions
+
+    def attention_head_size(self) -> int:
+        return self.n_embd // self.n_head
 
     def dialogue_format(self) -> PlainText:
         return PlainText()
@@ -110,6 +118,9 @@ class PretrainedModel:
 
     def context_length(self) -> int | None:
         return context_length(self.name_or_path)
+
+    def attention_head_size(self) -> int | None:
+        return attention_head_size(self.name_or_path)
 
     def dialogue_format(self):
         """How the policy reads a dialogue: PlainText (the HH text) or ChatTemplate."""

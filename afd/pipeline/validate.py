@@ -6,6 +6,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from afd.core.errors import ConfigError
+from afd.core.protocols import ChecksPolicy
 from afd.pipeline.parts import JobParts, build_parts
 from afd.runtime.ranks import slurm_tasks
 
@@ -41,6 +42,9 @@ def validate(cfg: DictConfig) -> JobParts:
     parts = build_parts(cfg)
     _trainer(cfg, parts.pretrain is not None)
     _context(parts)
+    if isinstance(parts.engine, ChecksPolicy):
+        key = "model.n_embd / model.n_head" if parts.pretrain is not None else "model.name_or_path"
+        parts.engine.check_policy(parts.spec.attention_head_size(), key)
     return parts
 
 

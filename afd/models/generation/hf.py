@@ -26,9 +26,10 @@ from afd.models.tokenizers import load_tokenizer
 
 
 def banned_ids(tokenizer, tokens) -> list[int]:
-    """Token ids of `tokens` the tokenizer knows (an unknown one maps to UNK: not banned)."""
-    ids = [tokenizer.convert_tokens_to_ids(t) for t in tokens]
-    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+    """Token ids of `tokens` the tokenizer knows; an unknown one is not banned (it would map
+    to UNK, which in GPT-2's tokenizer is EOS itself)."""
+    vocab = tokenizer.get_vocab()
+    return [vocab[t] for t in tokens if t in vocab]
 
 
 class HFGenerator:

@@ -31,8 +31,12 @@ from afd.core.config import qualified_name
 from afd.core.errors import ConfigError
 from afd.models.generation.hf import banned_ids
 from afd.models.generation.settings import Completion, SamplingSettings, cut_at_stop
+from afd.models.loading import attention_head_size
 from afd.models.options import LoadOptions
 from afd.models.tokenizers import load_tokenizer
+
+# The head sizes of vLLM's CPU attention (vllm/v1/attention/backends/cpu_attn.py)
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
 INSTALL = (
     'sampling=vllm needs vLLM: pip install -e ".[vllm]" on a GPU machine, or on CPU the '
@@ -214,6 +218,19 @@ class VLLMEngine:
     def available() -> bool:
         return importlib.util.find_spec("vllm") is not None
 
+    def check_policy(self, head_size: int | None, key: str) -> None:
+        """vLLM's CPU attention runs only some head sizes; a policy of another fails here,
+        not after training."""
+        import torch
+
+        if head_size is None or torch.cuda.is_available() or head_size in CPU_HEAD_SIZES:
+            return
+        raise ConfigError(
+            f"sampling=vllm on CPU runs attention heads of {', '.join(map(str, CPU_HEAD_SIZES))} "
+            f"dimensions; this policy's heads have {head_size} ({key}): use sampling=hf, or a "
+            "model whose head size is one of those"
+        )
+
     def fingerprint(self) -> dict:
         """What changes a pool: the engine (and its numerics); the settings are keyed apart,
         and sharding, memory and start-up knobs change nothing sampled."""
@@ -245,12 +262,17 @@ class VLLMEngine:
         import torch
 
         keep = not torch.cuda.is_available()
+        self.check_policy(attention_head_size(str(policy_path)), str(policy_path))
         tokenizer = load_tokenizer(policy_path, load.trust_remote_code)
         options = {
             "tensor_parallel_size": self.tensor_parallel_size,
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "enforce_eager": self.enforce_eager,
         }
+        if keep:
+            # vLLM's CPU build cannot rewind a seeded request's generator when a prefill is
+            # split over steps, so prefills go whole (and a step takes at least one)
+            options |= {"enable_chunked_prefill": False, "max_num_batched_tokens": 16384}
         engines = []
         try:
             for shard in range(self.data_parallel_size):

