@@ -215,8 +215,24 @@ class Graph(Protocol):
         """init, sft, policy, or round/<k>."""
 
     def samples(
-        self, policy: str, split: str, num_samples: int, num_prompts: int | None = None
-    ) -> Any: ...
+        self,
+        policy: str,
+        split: str,
+        num_samples: int,
+        num_prompts: int | None = None,
+        tag: str = "",
+    ) -> Any:
+        """`num_samples` replies of a named policy to a split's prompts."""
+
+    def samples_of(
+        self,
+        art: Any,
+        split: str,
+        num_samples: int,
+        num_prompts: int | None = None,
+        tag: str = "",
+    ) -> Any:
+        """The same for any policy artifact (a recipe's own intermediate iterate)."""
 
     def reward(self, current: str = "sft") -> Any: ...
 

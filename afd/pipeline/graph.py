@@ -197,7 +197,17 @@ class Pipeline:
         num_prompts: int | None = None,
         tag: str = "",
     ) -> Artifact:
-        art = self.policy(policy)
+        return self.samples_of(self.policy(policy), split, num_samples, num_prompts, tag)
+
+    def samples_of(
+        self,
+        art: Artifact,
+        split: str,
+        num_samples: int,
+        num_prompts: int | None = None,
+        tag: str = "",
+    ) -> Artifact:
+        """`samples` of any policy artifact (a recipe's intermediate iterate, say)."""
         offset = TRAIN_SEED_OFFSET if split == "train" else HELDOUT_SEED_OFFSET
         stage = SampleStage(split, num_samples, num_prompts, self.seed + offset)
         label = f"sample/{self.label_of(art)}/{split}" + (f"/{tag}" if tag else "")
