@@ -8,6 +8,7 @@ import pytest
 
 from afd.objectives.best_of_n import (
     bon_curve,
+    bon_kl,
     expected_best_of_n,
     kl_analytic,
     selection_probabilities,
@@ -113,3 +114,55 @@ def test_win_rate_against_another_pool_by_brute_force():
     assert own == pytest.approx(
         bon_curve(gold_a[None], proxy_a[None], [2], against=gold_a[None])[2]["win_rate_mean"]
     )
+
+
+def brute_force_bon_kl(scores, n: int) -> float:
+    """KL(Best-of-n || pool) by enumerating every ordered draw of n pool items with
+    replacement; tied maxima split the win equally among the draws that hold them."""
+    size = len(scores)
+    q = np.zeros(size)
+    for draw in itertools.product(range(size), repeat=n):
+        best = max(scores[j] for j in draw)
+        winners = [j for j in draw if scores[j] == best]
+        for j in winners:
+            q[j] += 1 / len(winners) / size**n
+    kept = q > 0
+    return float(np.sum(q[kept] * np.log(q[kept] * size)))
+
+
+@pytest.mark.parametrize(
+    "scores",
+    [
+        [0.3, -1.0, 2.0, 0.7, 1.1],  # distinct
+        [1.0, 1.0, 0.0, 2.0, 2.0],  # ties at the top and in the middle
+        [0.5, 0.5, 0.5, 0.5],  # one reply drawn four times: Best-of-n changes nothing
+        [3.0, 1.0, 1.0, 1.0, 1.0],  # a concentrated pool
+    ],
+)
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_bon_kl_is_the_brute_force_kl_and_within_the_bound(scores, n):
+    got = bon_kl(np.array(scores), n)
+    assert got == pytest.approx(brute_force_bon_kl(scores, n), abs=1e-12)
+    assert got <= kl_analytic(n) + 1e-12
+
+
+def test_bon_kl_reaches_the_bound_only_on_large_pools_of_distinct_scores():
+    rng = np.random.default_rng(0)
+    for n in (4, 16, 64):
+        large = bon_kl(rng.normal(size=200_000), n)
+        assert kl_analytic(n) - 0.01 < large <= kl_analytic(n)
+    # ties cost KL: a pool of four distinct replies each drawn 16 times
+    tied = np.repeat(rng.normal(size=4), 16)
+    assert bon_kl(tied, 16) <= math.log(4) < kl_analytic(16)
+
+
+def test_bon_curve_reports_the_measured_kl_next_to_the_bound():
+    rng = np.random.default_rng(1)
+    proxy = rng.normal(size=(5, 16)).round(1)  # rounding makes ties
+    curve = bon_curve(rng.normal(size=(5, 16)), proxy, [1, 4, 16])
+    assert curve[1]["kl_mean"] == 0.0
+    for n in (4, 16):
+        exact = np.mean([bon_kl(p, n) for p in proxy])
+        assert curve[n]["kl_mean"] == pytest.approx(exact)
+        assert curve[n]["kl_mean"] <= curve[n]["kl_analytic"]
+    assert curve[4]["kl_mean"] < curve[16]["kl_mean"]

@@ -163,20 +163,22 @@ def forward_logprob(model, prompt: list[int], reply: list[int]) -> float:
 
 
 @pytest.mark.parametrize("name", ["vllm", "hf"])
-def test_log_probabilities_are_a_forward_pass(engines, model_dir, name):
+@pytest.mark.parametrize("stops", [[], ["e"]])
+def test_log_probabilities_are_a_forward_pass(engines, model_dir, name, stops):
+    """Every reply's log-probability is that of the ids it reports, through EOS or the token
+    that completed a stop string: what a reference scores to estimate a KL."""
     from afd.models.loading import load_policy
 
     generator = engines[name]
     model = load_policy(model_dir, generator.tokenizer).eval()
-    replies = sample(generator, 8, seed=5)
-    checked = 0
+    replies = sample(generator, 8, seed=5, stop_strings=stops)
     for prompt, group in zip(PROMPTS, replies):
         ids = encode_prompt(generator.tokenizer, prompt, LENGTHS)
         for c in group:
-            assert c.logprob is not None  # no stop strings: every reply has one
+            assert c.num_tokens <= len(c.token_ids) <= c.num_tokens + 1
             assert abs(c.logprob - forward_logprob(model, ids, list(c.token_ids))) < 2e-3
-            checked += 1
-    assert checked == 8 * len(PROMPTS)
+            if stops and c.finished and c.token_ids[-1] != generator.tokenizer.eos_token_id:
+                assert "e" in generator.tokenizer.decode(c.token_ids[-2:])
 
 
 def test_a_missing_engine_names_its_install(monkeypatch):

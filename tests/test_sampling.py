@@ -1,5 +1,6 @@
 """The `hf` engine's generator: shapes, EOS, determinism, banned tokens and stop strings."""
 
+import numpy as np
 import torch
 from conftest import hf_sample
 
@@ -90,3 +91,18 @@ def test_logprobs_of_replies_match_a_forward_pass(toy_tokenizer, toy_lm):
     assert finished  # replies that ended on EOS: the re-tokenised text is the same tokens
     for i in finished:
         assert abs(engine[i] - forward[i]) < 1e-4
+
+
+def test_a_reference_scores_the_very_ids_sampled(toy_tokenizer, toy_lm):
+    """sampled_logprobs reads the ids a pool row holds, finished or cut at the token limit:
+    with the sampling policy as its own reference, every KL term is zero."""
+    from afd.models.scoring import sampled_logprobs
+
+    replies = hf_sample(toy_lm, toy_tokenizer, PROMPTS, 4, LENGTHS, 3, max_new_tokens=4)
+    flat = [r for group in replies for r in group]
+    assert any(not r.finished for r in flat)  # some ran into the limit: no EOS to re-add
+    rows = [
+        {"prompt": p, "token_ids": r.token_ids} for p, group in zip(PROMPTS, replies) for r in group
+    ]
+    reference = sampled_logprobs(toy_lm, toy_tokenizer, rows, LENGTHS)
+    np.testing.assert_allclose(reference, [r.logprob for r in flat], atol=1e-4)

@@ -30,7 +30,7 @@ from afd.core.files import fsync_dir, fsync_tree
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 # Bump when a stage's on-disk format or semantics change, so old artifacts are not reused.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 LOCK_WAIT_LOG_S = 60.0  # a job waiting for another's build says so this often
 
 

@@ -14,7 +14,14 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from afd.models.batching import IGNORE, ClassifierCollator, Lengths, lm_example, pad_batch
+from afd.models.batching import (
+    IGNORE,
+    ClassifierCollator,
+    Lengths,
+    encode_prompt,
+    lm_example,
+    pad_batch,
+)
 from afd.models.devices import inference_device
 from afd.models.loading import load_classifier, load_policy
 from afd.models.tokenizers import load_tokenizer
@@ -103,13 +110,31 @@ def classifier_scores(
 def sequence_logprobs(
     model, tokenizer, rows, lengths: Lengths, batch_size: int = 256
 ) -> np.ndarray:
-    """log pi(y|x) of each row's response (EOS included), summed over its tokens, in bounded
+    """log pi(y|x) of each row's response (re-tokenised, EOS included), summed over its
+    tokens."""
+    examples = [lm_example(tokenizer, r["prompt"], r["response"], lengths) for r in rows]
+    return example_logprobs(model, tokenizer, examples, batch_size)
+
+
+@torch.no_grad()
+def sampled_logprobs(model, tokenizer, rows, lengths: Lengths, batch_size: int = 256) -> np.ndarray:
+    """log pi(y|x) of the very tokens each sampled row holds (`token_ids`: the reply as the
+    engine drew it, through EOS or a stop string), as a reference policy scores a pool."""
+    examples = []
+    for r in rows:
+        prompt = encode_prompt(tokenizer, r["prompt"], lengths)
+        reply = list(r["token_ids"])
+        examples.append((prompt + reply, [IGNORE] * len(prompt) + reply))
+    return example_logprobs(model, tokenizer, examples, batch_size)
+
+
+def example_logprobs(model, tokenizer, examples, batch_size: int) -> np.ndarray:
+    """Summed log-probabilities of the labelled tokens of (ids, labels) examples, in bounded
     memory: batches are sized so that their response logits stay under LOGIT_BYTES."""
     model.eval()
     device = next(model.parameters()).device
-    examples = [lm_example(tokenizer, r["prompt"], r["response"], lengths) for r in rows]
     cells = max(1, LOGIT_BYTES // (4 * model.get_output_embeddings().weight.shape[0]))
-    out = np.zeros(len(rows))
+    out = np.zeros(len(examples))
 
     def score(batch):
         ids = [examples[i][0] for i in batch]

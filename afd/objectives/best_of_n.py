@@ -4,6 +4,16 @@ Drawing n of the N pooled samples uniformly without replacement, the one with ra
 (ascending by proxy reward, 1-based) is chosen with probability C(i-1, n-1) / C(N, n);
 tied proxy scores share their weight equally (a uniform tie-break). This uses every
 sample for every n instead of one random subset per n.
+
+The KL that Best-of-n spends is measured on the same pool (`bon_kl`): the pool is the base
+distribution (each sample an atom of mass 1/N; a reply drawn twice is two atoms of one
+text), Best-of-n draws n of it with replacement and keeps the highest proxy score (ties
+broken uniformly), and its KL to the pool is exact for that discrete base:
+    KL = sum_k q_k log(q_k / p_k),   q_k = F_k^n - F_{k-1}^n,   p_k = c_k / N,
+over the distinct scores k in ascending order, c_k samples with score k and F_k the pool's
+CDF at it (Beirami et al. 2024, arXiv 2401.01879, Sec. 3 and Theorem 1). It never exceeds
+log n - (n-1)/n, which it approaches only with distinct scores in a large pool; ties (the
+same reply drawn again, equal rewards) make it smaller.
 """
 
 from __future__ import annotations
@@ -17,6 +27,21 @@ from scipy.special import gammaln
 def kl_analytic(n: int) -> float:
     """KL(BoN(n) || base) = log n - (n-1)/n, the standard analytic bound."""
     return math.log(n) - (n - 1) / n
+
+
+def bon_kl(scores: np.ndarray, n: int) -> float:
+    """KL(Best-of-n || base) with the pool of `scores` as the base distribution (see above)."""
+    scores = np.asarray(scores, dtype=float)
+    if not np.isfinite(scores).all():
+        raise ValueError(f"best-of-n over non-finite scores: {scores[~np.isfinite(scores)][:3]}")
+    if n < 1:
+        raise ValueError(f"best-of-n needs n >= 1, got n={n}")
+    _, counts = np.unique(scores, return_counts=True)  # ascending
+    cdf = np.cumsum(counts) / len(scores)
+    q = cdf**n - np.concatenate([[0.0], cdf[:-1]]) ** n
+    p = counts / len(scores)
+    kept = q > 0
+    return float(max(0.0, np.sum(q[kept] * np.log(q[kept] / p[kept]))))
 
 
 def _log_comb(a: np.ndarray, b: int) -> np.ndarray:
@@ -90,7 +115,9 @@ def bon_curve(
             "proxy": (weights * proxy).sum(1),
             "win_rate": (weights * wins).sum(1),
         }
-        curve[int(n)] = {"kl_analytic": kl_analytic(n)}
+        kl = np.array([bon_kl(p, n) for p in proxy])
+        curve[int(n)] = {"kl_analytic": kl_analytic(n), "kl_mean": float(kl.mean())}
+        curve[int(n)]["kl_sem"] = sem(kl)
         for name, values in per_prompt.items():
             curve[int(n)][f"{name}_mean"] = float(values.mean())
             curve[int(n)][f"{name}_sem"] = sem(values)

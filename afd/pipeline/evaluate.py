@@ -100,6 +100,7 @@ def evaluate(pipe, n: int) -> dict:
         "bon_win_rate_vs_sft": curve[n]["win_rate_mean"],
         "bon_win_rate_vs_policy": vs_policy,
         "bon_kl_analytic": kl_analytic(n),
+        "bon_kl": curve[n]["kl_mean"],
         "rm_accuracy": reward_metrics.get("accuracy"),
         "rm_spearman_gold": spearman(proxy, gold),
         "rm_spearman_gold_within_prompt": float(np.nanmean(within))

@@ -28,7 +28,7 @@ from afd.pipeline.parts import JobParts
 from afd.pipeline.stages.convert import ConvertStage
 from afd.pipeline.stages.data import CorpusStage, DataStage
 from afd.pipeline.stages.judge import JudgeStage
-from afd.pipeline.stages.policy_metrics import PolicyMetricsStage
+from afd.pipeline.stages.policy_metrics import REFERENCES, PolicyMetricsStage
 from afd.pipeline.stages.sample import SampleStage
 from afd.pipeline.stages.score import ScoreStage
 from afd.runtime.faults import kill_inside
@@ -261,9 +261,13 @@ class Pipeline:
         return self.build("score/gold/demo/heldout", stage, upstream)
 
     def policy_metrics(self, policy: str, pool: Artifact) -> Artifact:
-        """div/* metrics (where the task knows its demonstrator) and diversity of a policy's
-        held-out pool."""
+        """div/* metrics (where the task knows its demonstrator), diversity, and KL to pi_SFT
+        and to pi0 of a policy's held-out pool."""
         art = self.policy(policy)
         stage = PolicyMetricsStage(self.parts.coverage_samples)
         upstream = {"policy": art, "samples": pool}
+        for name in REFERENCES:
+            reference = self.policy(name)
+            if reference.key != art.key:
+                upstream[f"reference_{name}"] = reference
         return self.build(f"policy_metrics/{self.label_of(art)}", stage, upstream)

@@ -141,8 +141,9 @@ def plot_bars(table: pd.DataFrame, columns: list[str], ax, title: str = "") -> N
 
 def plot_overoptimisation(raw: list[dict], ax, key: str = "divergence") -> None:
     """Gold (solid, left axis) and proxy reward (dashed, right axis) against KL from the
-    base policy: Best-of-n at its analytic KL log n - (n-1)/n, and the policy-gradient runs
-    at their measured KL to the reference, step by step (seed 0 of each objective)."""
+    base policy: Best-of-n at the KL measured on its pool (`bon_kl`; the analytic bound
+    log n - (n-1)/n for results that predate it), and the policy-gradient runs at their
+    measured KL to the reference, step by step (seed 0 of each objective)."""
     proxy_ax = ax.twinx()
     seen = set()
     for r in sorted(raw, key=lambda r: (r.get(key) or "", r.get("seed", 0))):
@@ -152,7 +153,7 @@ def plot_overoptimisation(raw: list[dict], ax, key: str = "divergence") -> None:
         seen.add(name)
         curve = r["bon_curve"]
         ns = sorted(int(k) for k in curve)
-        kl = [curve[str(k)]["kl_analytic"] for k in ns]
+        kl = [curve[str(k)].get("kl_mean", curve[str(k)]["kl_analytic"]) for k in ns]
         line = ax.plot(
             kl, [curve[str(k)]["gold_mean"] for k in ns], "-o", ms=3, label=f"BoN on {name}"
         )[0]

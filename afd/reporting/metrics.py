@@ -19,6 +19,7 @@ def tracked_metrics(results: dict) -> dict:
             "bon/win_rate_vs_sft": results["bon_win_rate_vs_sft"],
             "bon/win_rate_vs_policy": results.get("bon_win_rate_vs_policy"),
             "bon/kl_analytic": results["bon_kl_analytic"],
+            "bon/kl": results.get("bon_kl"),
             "rm/accuracy": results["rm_accuracy"],
             "rm/spearman_gold": results["rm_spearman_gold"],
             "n": results["n"],

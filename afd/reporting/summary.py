@@ -27,6 +27,7 @@ COLUMNS = [
     "gold_demo_mean",
     "bon_win_rate_vs_sft",
     "bon_kl_analytic",
+    "bon_kl",
     "rm_accuracy",
     "rm_spearman_gold",
     "div_precision",
@@ -34,13 +35,15 @@ COLUMNS = [
     "div_entropy",
     "div_forward_kl",
     "div_reverse_kl",
+    "div_kl_sft",
+    "div_kl_init",
     "trained",
     "cached",
     "wall_s",
     "overrides",
     "job",
 ]
-DIV_COLUMNS = ("precision", "coverage", "entropy", "forward_kl", "reverse_kl")
+DIV_COLUMNS = ("precision", "coverage", "entropy", "forward_kl", "reverse_kl", "kl_sft", "kl_init")
 
 
 def read_json(path: Path) -> dict | None:
@@ -85,6 +88,7 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
                         "n",
                         "bon_win_rate_vs_sft",
                         "bon_kl_analytic",
+                        "bon_kl",
                         "rm_accuracy",
                         "rm_spearman_gold",
                         "wall_s",

@@ -67,8 +67,7 @@ class HFGenerator:
 
     def completion(self, drawn: Drawn) -> Completion:
         done = decode(self.tokenizer, drawn.ids, self.settings.stop_strings)
-        if drawn.ended != "stop":  # a reply cut at a stop string is re-tokenised: no logprob
-            done.logprob = float(sum(drawn.logprobs))
+        done.token_ids, done.logprob = list(drawn.ids), float(sum(drawn.logprobs))
         return done
 
 

@@ -3,8 +3,10 @@
 `SamplingSettings` mean the same on every engine: temperature (0: greedy), top-p, top-k (0:
 off), at most `max_new_tokens`, and stop strings that end a reply early (the reply is cut
 before them). A `Completion` is one reply: its text, whether it ended on its own (EOS or a
-stop string) rather than at the token limit, its token count and, where the engine was asked,
-its log-probability under the sampled policy.
+stop string) rather than at the token limit, its token count, the token ids the engine drew
+(through EOS, or through the token that completed a stop string) and their summed
+log-probability under the policy (before temperature and filters: the quantity KL estimates
+and log-ratio rewards need, with a reference scoring the same ids).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Completion:
     finished: bool
     num_tokens: int
     token_ids: list[int] = field(default_factory=list, compare=False, repr=False)
-    logprob: float | None = field(default=None, compare=False)
+    logprob: float = field(default=float("nan"), compare=False)
 
 
 def cut_at_stop(text: str, stops) -> tuple[str, bool]:

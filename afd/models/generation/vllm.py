@@ -51,9 +51,7 @@ def completion(output, eos: int, stops) -> Completion:
     by_stop = output.finish_reason == "stop" and isinstance(output.stop_reason, str)
     body = ids[:-1] if by_eos else ids
     text, cut = cut_at_stop(output.text, stops)
-    logprob = None
-    if not (by_stop or cut) and output.logprobs is not None:
-        logprob = float(sum(step[t].logprob for step, t in zip(output.logprobs, ids)))
+    logprob = float(sum(step[t].logprob for step, t in zip(output.logprobs, ids)))
     return Completion(text.strip(), by_eos or by_stop or cut, len(body), ids, logprob)
 
 

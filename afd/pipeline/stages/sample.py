@@ -1,8 +1,10 @@
 """Stage `sample`: replies of a policy to a split's prompts, through the job's generation
 engine (`sampling=`).
 
-Each row keeps the prompt's id and `meta`, the sample index and whether the reply ended on
-its own (EOS or a stop string) or ran into `max_new_tokens`.
+Each row keeps the prompt's id and `meta`, the sample index, whether the reply ended on its
+own (EOS or a stop string) or ran into `max_new_tokens`, and the token ids the engine drew
+with their summed log-probability under the policy (`logprob`): KL estimates read log pi off
+the pool and score the same ids under a reference, with no second pass of the policy.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class SampleStage:
                         "response": s.response,
                         "finished": s.finished,
                         "num_tokens": s.num_tokens,
+                        "logprob": s.logprob,
+                        "token_ids": s.token_ids,
                         "meta": example.meta,
                     }
                 )
