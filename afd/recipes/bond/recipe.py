@@ -5,7 +5,8 @@ default).
 
 Forward KL(pi_BoN || pi), mass-covering, is SFT on Best-of-n replies: each training prompt's
 `n` reference samples are scored by the reward model and the policy is fine-tuned from the
-reference on the best of them.
+reference on the best of them. The reverse KL and the Jeffreys mixture train on-policy:
+online.py (`divergence=bond_reverse|bond_jeffreys`).
 """
 
 from __future__ import annotations
