@@ -2,12 +2,40 @@
 naming their key."""
 
 import pytest
-from conftest import compose_config
+from conftest import CONF, compose_config
 
 from afd.core.errors import ConfigError
 from afd.pipeline.validate import validate
 from afd.recipes.adversarial.recipe import Adversarial
+from afd.recipes.bond.online import OnlineBoND
+from afd.recipes.bond.recipe import BoND
 from afd.recipes.sft import SFTPolicy as ForwardKL
+from afd.recipes.spin.recipe import SPIN
+
+# Every conf/divergence/*.yaml: its recipe class and level (the job's `divergence_level`).
+RECIPES = {
+    "forward_kl": (ForwardKL, "sft"),
+    "reverse_kl": (Adversarial, "trajectory"),
+    "js": (Adversarial, "trajectory"),
+    "reverse_kl_occupancy": (Adversarial, "occupancy"),
+    "f_gan": (Adversarial, "trajectory"),
+    "bond_forward": (BoND, "best_of_n"),
+    "bond_reverse": (OnlineBoND, "best_of_n"),
+    "bond_jeffreys": (OnlineBoND, "best_of_n"),
+    "spin": (SPIN, "trajectory"),
+}
+
+
+def test_every_divergence_yaml_is_listed():
+    assert sorted(p.stem for p in (CONF / "divergence").glob("*.yaml")) == sorted(RECIPES)
+
+
+@pytest.mark.parametrize("choice", sorted(RECIPES))
+def test_every_divergence_choice_passes_the_job_checks(choice):
+    recipe = validate(compose_config(["logger=none", f"divergence={choice}"])).divergence
+    cls, level = RECIPES[choice]
+    assert type(recipe) is cls and recipe.level == level
+    assert recipe.name.startswith(choice)  # f_gan names itself by its f: f_gan_hellinger
 
 
 @pytest.mark.parametrize(
