@@ -6,8 +6,10 @@ former best-of-n sampler), on the same model, prompts, n and lengths.
     python experiments/bench_sampling.py --models smollm2 --prompts 16 --n 16 --tokens 64
 
 Prints, per model and engine: generated tokens per second of wall time and per CPU-second
-(process CPU time, all threads), engine start-up apart (loading the model, building the
-engine), and the ratios to the per-prompt pattern. Runs unchanged on a GPU, where the engines
+(CPU time of this process and its children, all threads: the vLLM engine's own process
+counts), engine start-up apart (loading the model, building the engine; for vLLM both the
+cold start of a new engine process and the warm start of the process a job keeps between
+stages on CPU), and the ratios to the per-prompt pattern. Runs unchanged on a GPU, where the engines
 sample on it (AFD_INFERENCE_DEVICE chooses).
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from afd.models.batching import Lengths, encode_prompt  # noqa: E402
@@ -32,8 +35,23 @@ from afd.tasks.hh import HHRLHFTask  # noqa: E402
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf"
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and all its children, living or ended: vLLM samples in a
+    process of its own, whose time a per-process clock would miss."""
+    me = psutil.Process()
+    t = me.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in me.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            total += c.user + c.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def clock():
-    return time.perf_counter(), time.process_time()
+    return time.perf_counter(), cpu_seconds()
 
 
 def since(start) -> tuple[float, float]:
@@ -50,7 +68,15 @@ def tiny_gpt2(folder: Path) -> Path:
     texts = [p.prompt + p.chosen for p in prompts_and_pairs(400)[1]]
     tok = bpe_tokenizer(texts, 8192)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=256, n_layer=4, n_head=4)
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=512,
+        n_embd=256,
+        n_layer=4,
+        n_head=4,
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     GPT2LMHeadModel(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
@@ -132,22 +158,26 @@ def run_per_prompt(path: Path, prompts, n: int, settings: SamplingSettings, leng
 
 
 def run_vllm(path: Path, prompts, n: int, settings: SamplingSettings, lengths) -> dict | None:
-    try:
-        from afd.models.generation.vllm import VLLMEngine
-    except ImportError:
-        return None
+    """Opened twice on the same model: the first start-up is cold (a new engine process,
+    vLLM imported, the model loaded), the second warm (the process a job keeps between its
+    stages on CPU, the model loaded again); the pool is drawn on the second."""
+    from afd.models.generation.vllm import VLLMEngine
     from afd.models.options import LoadOptions
 
     if not VLLMEngine.available():
         return None
-    start = clock()
     engine = VLLMEngine(
         **vars(settings) | {"stop_strings": list(settings.stop_strings)},
         gpu_memory_utilization=0.5,
         tensor_parallel_size=1,
+        data_parallel_size=1,
         kv_cache_gib=2.0,
         enforce_eager=True,
     )
+    start = clock()
+    with engine.open(path, LoadOptions(), settings, progress=False):
+        cold = since(start)
+    start = clock()
     with engine.open(path, LoadOptions(), settings, progress=False) as gen:
         startup = since(start)
         ids = [encode_prompt(gen.tokenizer, p, lengths) for p in prompts]
@@ -155,7 +185,13 @@ def run_vllm(path: Path, prompts, n: int, settings: SamplingSettings, lengths) -
         out = gen.generate(ids, n, seed=0)
         wall, cpu = since(start)
     tokens = sum(c.num_tokens + c.finished for group in out for c in group)
-    return {"startup_s": startup[0], "wall_s": wall, "cpu_s": cpu, "tokens": tokens}
+    return {
+        "startup_s": startup[0],
+        "cold_startup_s": cold[0],
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "tokens": tokens,
+    }
 
 
 ENGINES = {"vllm": run_vllm, "hf": run_hf, "per_prompt": run_per_prompt}
@@ -194,6 +230,7 @@ def main() -> None:
                     f"  {engine:<11} {r['tokens'] / r['wall_s']:8.1f} tokens/s wall, "
                     f"{r['tokens'] / r['cpu_s']:8.1f} per CPU-second; {r['tokens']} tokens in "
                     f"{r['wall_s']:.1f} s; start-up {r['startup_s']:.1f} s"
+                    + (f" (cold: {r['cold_startup_s']:.1f} s)" if "cold_startup_s" in r else "")
                 )
             base = results.get("per_prompt")
             for engine, r in results.items():

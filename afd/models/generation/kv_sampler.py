@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from afd.models.attention import grouped_attention
 from afd.models.batching import pad_batch
 from afd.models.generation.settings import SamplingSettings
 
@@ -64,6 +65,10 @@ class KVSampler:
         uniform: Callable[[tuple[int, ...]], torch.Tensor],
     ) -> list[list[Drawn]]:
         """`num_samples` replies to each prompt (token ids), in order."""
+        with grouped_attention(self.model):  # left padding must not copy out grouped KV heads
+            return self._sample(prompts, num_samples, uniform)
+
+    def _sample(self, prompts, num_samples: int, uniform) -> list[list[Drawn]]:
         model, cfg = self.model, self.settings
         was_training = model.training
         model.eval()
