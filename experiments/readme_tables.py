@@ -94,6 +94,122 @@ def render_divergence(sweep: Path, wall: float | None) -> str:
     return "\n".join(lines)
 
 
+def read_rows(path: str) -> list[dict]:
+    return [json.loads(line) for line in (Path(path) / "samples.jsonl").read_text().splitlines()]
+
+
+def pool_stats(rows: list[dict]) -> dict[str, float]:
+    """Entropy estimate (-mean log pi of a whole reply, nats), mean length in tokens and the
+    share of replies that ended (EOS or the next turn) of a sample artifact's rows."""
+    import numpy as np
+
+    return {
+        "entropy": float(-np.mean([r["logprob"] for r in rows])),
+        "length": float(np.mean([r["num_tokens"] for r in rows])),
+        "finished": float(np.mean([r["finished"] for r in rows])),
+    }
+
+
+def stage_seconds(artifacts: dict[str, str]) -> dict[str, float]:
+    """Build seconds per stage kind, over the job's own artifacts (each counted once)."""
+    out: dict[str, float] = {}
+    for path in set(artifacts.values()):
+        manifest = json.loads((Path(path) / "manifest.json").read_text())
+        out[manifest["stage"]] = out.get(manifest["stage"], 0.0) + manifest.get("build_s", 0.0)
+    return out
+
+
+def best_of(rows: list[dict], scores, n: int) -> dict[str, dict]:
+    """Per prompt, the reply of highest reward among its first n samples."""
+    best: dict[str, tuple[float, dict]] = {}
+    for row, score in zip(rows, scores):
+        if row["sample"] < n and (
+            row["prompt_id"] not in best or score > best[row["prompt_id"]][0]
+        ):
+            best[row["prompt_id"]] = (float(score), row)
+    return {k: v[1] for k, v in best.items()}
+
+
+def render_harmless_cpu(sweep: Path, wall: float | None) -> str:
+    """The Harmless experiment at CPU scale: gold of each policy and of Best-of-n per n, the
+    reward model's and the judge's accuracy, the pools' diversity, replies before and after,
+    and the build time of every stage."""
+    by_n = {r["n"]: r for r in load(sweep) if r.get("divergence", "forward_kl") == "forward_kl"}
+    first = by_n[min(by_n)]
+    art = first["artifacts"]
+    g = first["gold"]
+    lines = [
+        f"Judge (gold) held-out pairwise accuracy: {fmt(first['judge_accuracy'])} on "
+        f"{first['provenance']['gold']['judge_heldout_pairs']} pairs. Init-SFT reward model "
+        f"held-out accuracy (pi_SFT vs pi0 samples): {fmt(first['rm_accuracy'])}; its Spearman "
+        f"correlation with the judge over the pool: {fmt(first['rm_spearman_gold'])}.",
+        "",
+        "| policy | gold (mean +- s.e.m.) | win rate vs pi_SFT | KL to pi_SFT (nats) |",
+        "|---|---|---|---|",
+    ]
+    for name, label in (
+        ("init", "pi0 (SmolLM2-135M-Instruct)"),
+        ("sft", "pi_SFT"),
+        ("demo", "demonstrations"),
+    ):
+        kl = "0" if name == "sft" else "-"
+        lines.append(f"| {label} | {fmt(g[name]['mean'])} +- {fmt(g[name]['sem'])} | - | {kl} |")
+    curve = first["bon_curve"]
+    for n in sorted(by_n):
+        b = by_n[n]["gold"]["bon"]
+        lines.append(
+            f"| Best-of-{n} (Init-SFT reward) | {fmt(b['mean'])} +- {fmt(b['sem'])} | "
+            f"{fmt(by_n[n]['bon_win_rate_vs_sft'])} | {fmt(curve[str(n)]['kl_mean'])} |"
+        )
+    values = ", ".join(f"{fmt(curve[k]['gold_mean'])} (n = {k})" for k in sorted(curve, key=int))
+    lines += ["", f"The whole Best-of-n curve (gold) from the one pool: {values}.", ""]
+    div = first["div"]
+    init_rows, sft_rows = (
+        read_rows(art["sample/init/heldout"]),
+        read_rows(art["sample/sft/heldout"]),
+    )
+    pools = {"pi0": pool_stats(init_rows), "pi_SFT": pool_stats(sft_rows)}
+    lines += [
+        "| pool (held-out prompts) | entropy (nats/reply) | length (tokens) | ended | KL to pi0 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, st in pools.items():
+        kl = fmt(div["kl_init"]) if name == "pi_SFT" else "0"
+        lines.append(
+            f"| {name} | {st['entropy']:.1f} | {st['length']:.1f} | {st['finished']:.2f} | {kl} |"
+        )
+    lines += [
+        "",
+        f"pi_SFT's pool: distinct-1 {fmt(div['distinct_1'])}, distinct-2 {fmt(div['distinct_2'])}, "
+        f"self-BLEU {fmt(div['self_bleu'])}.",
+        "",
+    ]
+    saved = json.loads((Path(art["score/reward/sft/heldout"]) / "scores.json").read_text())
+    by_id = dict(zip(saved["ids"], saved["scores"]))
+    chosen = best_of(sft_rows, [by_id[r["id"]] for r in sft_rows], max(by_n))
+    firsts = {r["prompt_id"]: r for r in init_rows if r["sample"] == 0}
+    sft_firsts = {r["prompt_id"]: r for r in sft_rows if r["sample"] == 0}
+    for pid in sorted(chosen)[:2]:
+        prompt = chosen[pid]["prompt"].strip().split("Human:")[-1].split("Assistant:")[0]
+        lines += [
+            f"> **Human:** {' '.join(prompt.split())}",
+            f"> - pi0: {firsts[pid]['response'] if pid in firsts else '-'}",
+            f"> - pi_SFT: {sft_firsts[pid]['response']}",
+            f"> - Best-of-{max(by_n)}: {chosen[pid]['response']}",
+            "",
+        ]
+    times = stage_seconds(art)
+    lines.append(
+        "Build time per stage (s): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(times.items(), key=lambda kv: -kv[1]))
+        + f"; the first job {first['wall_s'] / 60:.1f} min, the second "
+        f"{by_n[max(by_n)]['wall_s']:.0f} s."
+    )
+    if wall is not None:
+        lines.append(f"The sweep took {wall / 60:.1f} minutes here.")
+    return "\n".join(lines)
+
+
 @dataclass
 class Table:
     args: list[str]  # the sweep, as typed after `python -m afd.train`
@@ -101,6 +217,10 @@ class Table:
 
 
 TABLES = {
+    "harmless_cpu": Table(
+        ["+experiment=harmless_cpu", "-m", "n=4,16", "progress=false", "logger=none"],
+        render_harmless_cpu,
+    ),
     "toy": Table(["+experiment=toy", "-m", "n=4,16,64", "progress=false"], render_toy),
     "divergence": Table(
         [
