@@ -135,3 +135,40 @@ def test_stage_keys_hold_resolved_values(tmp_path):
         )
         keys.add(Pipeline.from_config(cfg, Tracker()).data().key)
     assert len(keys) == 2
+
+
+def test_a_fixed_pretrain_seed_keeps_one_pi0_over_a_seed_sweep(tmp_path):
+    """pretrain.seed=0 gives seeds 1 and 2 the pi0 of seed 0 (same key as a job that never set
+    it); without it each seed pretrains its own."""
+    from types import SimpleNamespace
+
+    from afd.core.cache import artifact_key
+    from afd.pipeline.graph import Pipeline
+    from afd.reporting.tracking import Tracker
+
+    def init_key(*overrides):
+        cfg = compose_config(["data.task.num_corpus=50", *overrides], tmp_path)
+        pipeline = Pipeline.from_config(cfg, Tracker())
+
+        def node(label, stage, config, upstream, build):  # the key, nothing built
+            return SimpleNamespace(
+                key=artifact_key(stage, config, {k: a.key for k, a in upstream.items()})
+            )
+
+        pipeline._node = node
+        return pipeline.init_policy().key
+
+    base = init_key("seed=0")
+    assert init_key("seed=1", "pretrain.seed=0") == base
+    assert init_key("seed=2", "pretrain.seed=0") == base
+    assert init_key("seed=0", "pretrain.seed=0") == base
+    assert init_key("seed=1") != base
+    assert init_key("seed=0", "pretrain.seed=1") == init_key("seed=1")
+
+
+def test_a_bad_pretrain_seed_names_its_key(tmp_path):
+    from afd.pipeline.graph import Pipeline
+    from afd.reporting.tracking import Tracker
+
+    with pytest.raises(ConfigError, match="pretrain.seed must be an integer"):
+        Pipeline.from_config(compose_config(["pretrain.seed=0.5"], tmp_path), Tracker())

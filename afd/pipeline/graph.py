@@ -127,7 +127,9 @@ class Pipeline:
     def init_policy(self) -> Artifact:
         spec = self.parts.spec
         if isinstance(spec, BuiltFromScratch):
-            return self.build("init", self.parts.pretrain, {"corpus": self.corpus()})
+            pretrain = self.parts.pretrain
+            seed = {} if pretrain.seed is None else {"seed": pretrain.seed}
+            return self.build("init", pretrain, {"corpus": self.corpus()}, **seed)
         return self.weights(spec, "init")
 
     def weights(self, spec, label: str) -> Artifact:

@@ -3,6 +3,10 @@ spec, language-modelled on the task's base corpus.
 
 The result is the initial policy pi0: fluent in the task's format, not aligned. Its tokenizer
 is built here and saved with it in HF format.
+
+`seed` holds pi0 fixed across a sweep over the job's `seed`, as a pretrained checkpoint is:
+a seed study then varies everything downstream of the base model (SFT's data order, samples,
+reward models, policy training) without paying for a new pi0 per seed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import ClassVar
 
 import lightning as L
 
+from afd.core.config import check_number, fingerprint, qualified_name
 from afd.models.batching import LMCollator
 from afd.recipes.sft import SFTModule
 from afd.runtime.optim import OptimConfig
@@ -29,9 +34,21 @@ class Pretrain:
 
     schedule: Schedule
     optim: OptimConfig
+    seed: int | None = None  # pi0's seed; None: the job's seed
 
     def __post_init__(self):
         training_config(self, "pretrain")
+        if self.seed is not None:
+            check_number(self.seed, "pretrain.seed", low=0, integer=True)
+
+    def fingerprint(self) -> dict:
+        """Its fields but `seed`: the seed pi0 is built with is the stage context's, which
+        the key holds already (so pi0 keeps its key whether `seed` names it or not)."""
+        return {
+            "_target_": qualified_name(self),
+            "schedule": fingerprint(self.schedule),
+            "optim": fingerprint(self.optim),
+        }
 
     def build(self, out_dir: Path, ctx, inputs: dict[str, Path]) -> dict:
         """inputs: `corpus`. The model comes from `ctx.spec` (a BuiltFromScratch spec)."""
