@@ -172,3 +172,35 @@ def test_a_bad_pretrain_seed_names_its_key(tmp_path):
 
     with pytest.raises(ConfigError, match="pretrain.seed must be an integer"):
         Pipeline.from_config(compose_config(["pretrain.seed=0.5"], tmp_path), Tracker())
+
+
+ON_POLICY = ("reverse_kl", "js", "reverse_kl_occupancy", "f_gan", "bond_reverse", "bond_jeffreys")
+
+
+@pytest.mark.parametrize("choice", ON_POLICY)
+def test_the_on_policy_scale_reaches_every_on_policy_divergence(choice):
+    sizes = {"steps": 7, "prompts_per_step": 3, "samples_per_prompt": 2, "log_every": 5}
+    overrides = [f"on_policy.{k}={v}" for k, v in sizes.items()] + ["on_policy.disc_warmup_steps=1"]
+    recipe = validate(
+        compose_config(["logger=none", f"divergence={choice}", *overrides])
+    ).divergence
+    assert {k: getattr(recipe, k) for k in sizes} == sizes
+    if isinstance(recipe, Adversarial):
+        assert recipe.disc_warmup_steps == 1
+    # a divergence's own key still wins over the shared scale
+    direct = compose_config([f"divergence={choice}", "on_policy.steps=7", "divergence.steps=9"])
+    assert direct.divergence.steps == 9
+
+
+def test_harmless_cpu_sweeps_forward_and_reverse_kl_as_typed():
+    """`+experiment=harmless_cpu -m divergence=forward_kl,reverse_kl`: both jobs pass the job
+    checks, reverse KL at the experiment's CPU scale."""
+    jobs = {
+        choice: validate(
+            compose_config(["logger=none", "+experiment=harmless_cpu", f"divergence={choice}"])
+        ).divergence
+        for choice in ("forward_kl", "reverse_kl")
+    }
+    reverse = jobs["reverse_kl"]
+    assert (reverse.steps, reverse.prompts_per_step, reverse.samples_per_prompt) == (12, 8, 2)
+    assert reverse.disc_warmup_steps < reverse.steps
