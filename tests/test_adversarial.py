@@ -110,7 +110,8 @@ def train(strategy: str, out: Path, steps: int = 60) -> dict:
     from afd.objectives.f_divergences import ReverseKL
     from afd.recipes.adversarial.discriminators import TrajectoryDiscriminator
     from afd.recipes.adversarial.module import AdversarialModule
-    from afd.recipes.adversarial.recipe import Adversarial, DrawWithReplacement
+    from afd.recipes.adversarial.recipe import Adversarial
+    from afd.runtime.on_policy import DrawWithReplacement
     from afd.runtime.optim import OptimConfig
     from afd.runtime.trainer import manual_trainer_kwargs
 

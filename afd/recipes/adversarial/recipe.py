@@ -15,11 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Sampler
 
-from afd.core.artifacts import write_history
 from afd.core.config import as_dataclass
 from afd.core.errors import ConfigError
 from afd.models.batching import encode_prompt, encode_response, pad_batch
@@ -28,8 +24,9 @@ from afd.models.loading import load_policy
 from afd.models.options import prepare_for_training
 from afd.models.tokenizers import load_tokenizer
 from afd.recipes.adversarial.module import AdversarialModule
+from afd.runtime.on_policy import summarise, train_on_policy
 from afd.runtime.optim import OptimConfig
-from afd.runtime.trainer import build_trainer, export_trained, manual_trainer_kwargs
+from afd.runtime.trainer import manual_trainer_kwargs
 from afd.tasks.data_dir import DataDir
 from afd.tasks.judge import judge_scorer
 
@@ -53,21 +50,6 @@ class DemoCollator:
         }
 
 
-class DrawWithReplacement(Sampler):
-    """`num_samples` row indices drawn with replacement. Its own class (not RandomSampler),
-    so Lightning shards it across processes instead of swapping in a one-epoch sampler."""
-
-    def __init__(self, size: int, num_samples: int, seed: int):
-        self.size, self.num_samples, self.seed = size, num_samples, seed
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed)
-        yield from torch.randint(self.size, (self.num_samples,), generator=g).tolist()
-
-    def __len__(self):
-        return self.num_samples
-
-
 def demo_rows(data: DataDir, tokenizer, lengths, num_prompts: int | None) -> list[tuple]:
     """Demonstrations as the policy can produce them (demonstrator-only tokens removed)."""
     rows = []
@@ -76,13 +58,6 @@ def demo_rows(data: DataDir, tokenizer, lengths, num_prompts: int | None) -> lis
         response = encode_response(tokenizer, data.policy_view(e.response), lengths)
         rows.append((prompt, prompt + response, len(prompt), e.meta, e.prompt))
     return rows
-
-
-def summarise(history: list[dict]) -> dict:
-    """Means over the last tenth of training, the numbers a manifest keeps."""
-    tail = history[-max(1, len(history) // 10) :]
-    keys = sorted({k for r in tail for k in r if k != "step"})
-    return {f"final_{k}": float(np.mean([r[k] for r in tail if k in r])) for k in keys}
 
 
 def _at_least(recipe, key: str, low: int) -> None:
@@ -184,27 +159,16 @@ class Adversarial:
             judge.score,
         )
         kwargs, module.clip = manual_trainer_kwargs(ctx.trainer)
-        # Every process takes `steps` steps of `prompts_per_step` prompts, its shard of draws.
-        trainer = build_trainer(
-            kwargs,
-            ctx.logger,
-            ctx.progress,
-            f"adversarial imitation ({self.name}, {self.level})",
-            max_epochs=1,
-            limit_train_batches=self.steps,
-            limit_val_batches=0,
-        )
-        draws = self.steps * self.prompts_per_step * trainer.num_nodes * trainer.num_devices
-        loader = DataLoader(
+        train_on_policy(
+            module,
             rows,
-            batch_size=self.prompts_per_step,
-            sampler=DrawWithReplacement(len(rows), draws, ctx.seed),
-            collate_fn=DemoCollator(tokenizer.pad_token_id),
-            drop_last=True,
+            DemoCollator(tokenizer.pad_token_id),
+            steps=self.steps,
+            prompts_per_step=self.prompts_per_step,
+            trainer_kwargs=kwargs,
+            ctx=ctx,
+            what=f"adversarial imitation ({self.name}, {self.level})",
+            tokenizer=tokenizer,
+            out_dir=out_dir,
         )
-        trainer.fit(module, loader)
-        # Collective: ZeRO shards are gathered by every rank, LoRA merged; global rank 0 writes.
-        export_trained(trainer, module, tokenizer, out_dir, options.dtype, attr="policy")
-        if trainer.is_global_zero:
-            write_history(out_dir, module.history)
         return summarise(module.history)

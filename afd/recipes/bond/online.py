@@ -20,9 +20,8 @@ from typing import ClassVar
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from afd.core.artifacts import read_samples, read_scores, write_history
+from afd.core.artifacts import read_samples, read_scores
 from afd.core.config import as_dataclass, check_count, check_number
 from afd.core.errors import ConfigError
 from afd.models.batching import LMCollator, encode_prompt
@@ -31,10 +30,10 @@ from afd.models.loading import load_policy
 from afd.models.options import prepare_for_training
 from afd.models.scoring import load_scorer
 from afd.models.tokenizers import load_tokenizer
-from afd.recipes.adversarial.recipe import DrawWithReplacement, summarise
 from afd.recipes.bond.module import BondModule
+from afd.runtime.on_policy import summarise, train_on_policy
 from afd.runtime.optim import OptimConfig
-from afd.runtime.trainer import build_trainer, export_trained, trainer_kwargs
+from afd.runtime.trainer import trainer_kwargs
 from afd.tasks.data_dir import DataDir
 from afd.tasks.judge import judge_scorer
 
@@ -176,25 +175,16 @@ class OnlineBoND:
                 "trainer.accumulate_grad_batches must be 1 for on-policy training (each step "
                 "samples the policy afresh); raise divergence.prompts_per_step instead"
             )
-        trainer = build_trainer(
-            kwargs,
-            ctx.logger,
-            ctx.progress,
-            what,
-            max_epochs=1,
-            limit_train_batches=self.steps,
-            limit_val_batches=0,
-        )
-        draws = self.steps * self.prompts_per_step * trainer.num_nodes * trainer.num_devices
-        loader = DataLoader(
+        train_on_policy(
+            module,
             rows,
-            batch_size=self.prompts_per_step,
-            sampler=DrawWithReplacement(len(rows), draws, ctx.seed),
-            collate_fn=PromptCollator(tokenizer, ctx.lengths, self.beta < 1),
-            drop_last=True,
+            PromptCollator(tokenizer, ctx.lengths, self.beta < 1),
+            steps=self.steps,
+            prompts_per_step=self.prompts_per_step,
+            trainer_kwargs=kwargs,
+            ctx=ctx,
+            what=what,
+            tokenizer=tokenizer,
+            out_dir=out_dir,
         )
-        trainer.fit(module, loader)
-        export_trained(trainer, module, tokenizer, out_dir, options.dtype, attr="policy")
-        if trainer.is_global_zero:
-            write_history(out_dir, module.history)
         return {"prompts": len(rows), **summarise(module.history)}
