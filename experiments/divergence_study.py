@@ -13,35 +13,16 @@ seeds) and whether reverse KL is mode-seeking next to forward KL (the claim, wit
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-from timed_runs import run_train, stage_times
+from timed_runs import stage_times, study_main
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BUDGET_S = 15 * 60
-
-
-def run_study(
-    workdir: Path, divergences: str, seeds: str, overrides: list[str]
-) -> tuple[float, Path]:
-    args = [
-        "+experiment=toy_divergence",
-        "-m",
-        f"divergence={divergences}",
-        f"seed={seeds}",
-        "progress=false",
-        *overrides,
-    ]
-    print("python -m afd.train " + " ".join(args), flush=True)
-    wall = run_train(args, workdir)
-    (sweep,) = {p.parent.parent for p in (workdir / "multirun").glob("*/*/*/results.json")}
-    return wall, sweep
 
 
 def report(sweep: Path, wall: float | None, cache: Path | None) -> dict:
@@ -92,29 +73,5 @@ def report(sweep: Path, wall: float | None, cache: Path | None) -> dict:
     return check
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--divergences", default="forward_kl,reverse_kl,js")
-    parser.add_argument(
-        "--sweep-dir", type=Path, help="summarise a finished sweep instead of running one"
-    )
-    parser.add_argument(
-        "--workdir", type=Path, help="keep the run here (default: a temporary directory)"
-    )
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
-    args = parser.parse_args()
-    if args.sweep_dir:
-        report(args.sweep_dir, None, None)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = args.workdir or Path(tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
-        wall, sweep = run_study(workdir, args.divergences, args.seeds, args.overrides)
-        report(sweep, wall, workdir / "cache")
-
-
 if __name__ == "__main__":
-    main()
+    study_main(__doc__, "toy_divergence", "forward_kl,reverse_kl,js", report)

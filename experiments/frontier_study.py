@@ -13,36 +13,17 @@ every trained policy, and which distilled policy comes closest to Best-of-16's g
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-from timed_runs import run_train, stage_times
+from timed_runs import stage_times, study_main
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DIVERGENCES = "forward_kl,bond_forward,bond_reverse,bond_jeffreys,spin,reverse_kl"
-
-
-def run_study(
-    workdir: Path, divergences: str, seeds: str, overrides: list[str]
-) -> tuple[float, Path]:
-    args = [
-        "+experiment=toy_frontier",
-        "-m",
-        f"divergence={divergences}",
-        f"seed={seeds}",
-        "progress=false",
-        *overrides,
-    ]
-    print("python -m afd.train " + " ".join(args), flush=True)
-    wall = run_train(args, workdir)
-    (sweep,) = {p.parent.parent for p in (workdir / "multirun").glob("*/*/*/results.json")}
-    return wall, sweep
 
 
 def print_table(tab) -> None:
@@ -90,29 +71,5 @@ def report(sweep: Path, wall: float | None, cache: Path | None) -> dict:
     return closest
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--divergences", default=DIVERGENCES)
-    parser.add_argument(
-        "--sweep-dir", type=Path, help="summarise a finished sweep instead of running one"
-    )
-    parser.add_argument(
-        "--workdir", type=Path, help="keep the run here (default: a temporary directory)"
-    )
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
-    args = parser.parse_args()
-    if args.sweep_dir:
-        report(args.sweep_dir, None, None)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = args.workdir or Path(tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
-        wall, sweep = run_study(workdir, args.divergences, args.seeds, args.overrides)
-        report(sweep, wall, workdir / "cache")
-
-
 if __name__ == "__main__":
-    main()
+    study_main(__doc__, "toy_frontier", DIVERGENCES, report)

@@ -94,6 +94,39 @@ def render_divergence(sweep: Path, wall: float | None) -> str:
     return "\n".join(lines)
 
 
+def render_frontier(sweep: Path, wall: float | None) -> str:
+    """The reward-KL frontier: gold of one sample and KL to pi_SFT of every method, with the
+    policy metrics, mean +- s.e.m. over seeds, and the distilled policy closest to Best-of-16."""
+    sys.path.insert(0, str(ROOT))
+    from afd.reporting import analysis, frontier
+
+    _, raw = analysis.load(sweep)
+    tab = frontier.table(frontier.points(raw))
+    titles = {
+        "gold": "gold (one sample)",
+        "kl_sft": "KL to pi_SFT (nats)",
+        "precision": "precision",
+        "coverage": "coverage",
+        "entropy": "entropy (nats)",
+    }
+    lines = [
+        "| method | " + " | ".join(titles[c] for c in frontier.METRICS) + " |",
+        "|---|" + "---|" * len(frontier.METRICS),
+    ]
+    for name, row in tab.iterrows():
+        cells = [
+            "-" if row[c] != row[c] else f"{row[c]:.3f} +- {row[c + '_sem']:.3f}"
+            for c in frontier.METRICS
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    seeds = sorted({r["seed"] for r in raw})
+    lines += ["", f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), {len(raw)} jobs."]
+    lines.append(frontier.closest_statement(frontier.closest_distilled(tab, 16)) + ".")
+    if wall is not None:
+        lines.append(f"The study took {wall / 60:.1f} minutes here.")
+    return "\n".join(lines)
+
+
 def read_rows(path: str) -> list[dict]:
     return [json.loads(line) for line in (Path(path) / "samples.jsonl").read_text().splitlines()]
 
@@ -232,6 +265,17 @@ TABLES = {
             "logger=none",
         ],
         render_divergence,
+    ),
+    "frontier": Table(
+        [
+            "+experiment=toy_frontier",
+            "-m",
+            "divergence=forward_kl,bond_forward,bond_reverse,bond_jeffreys,spin,reverse_kl",
+            "seed=0,1,2",
+            "progress=false",
+            "logger=none",
+        ],
+        render_frontier,
     ),
 }
 

@@ -46,3 +46,51 @@ def stage_times(cache: Path) -> dict[str, float]:
         m = json.loads(manifest.read_text())
         out[m["stage"]] = out.get(m["stage"], 0.0) + m["build_s"]
     return out
+
+
+def run_study(
+    experiment: str, divergences: str, seeds: str, overrides: list[str], workdir: Path
+) -> tuple[float, Path]:
+    """Wall seconds and sweep directory of `+experiment=EXPERIMENT -m divergence=... seed=...`
+    run in `workdir`."""
+    args = [
+        f"+experiment={experiment}",
+        "-m",
+        f"divergence={divergences}",
+        f"seed={seeds}",
+        "progress=false",
+        *overrides,
+    ]
+    print("python -m afd.train " + " ".join(args), flush=True)
+    wall = run_train(args, workdir)
+    (sweep,) = {p.parent.parent for p in (workdir / "multirun").glob("*/*/*/results.json")}
+    return wall, sweep
+
+
+def study_main(doc: str, experiment: str, divergences: str, report) -> None:
+    """The command line of a study script: run the sweep over divergences and seeds (or read a
+    finished one with --sweep-dir) and print `report(sweep, wall, cache)`."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--divergences", default=divergences)
+    parser.add_argument(
+        "--sweep-dir", type=Path, help="summarise a finished sweep instead of running one"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="keep the run here (default: a temporary directory)"
+    )
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
+    args = parser.parse_args()
+    if args.sweep_dir:
+        report(args.sweep_dir, None, None)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        wall, sweep = run_study(experiment, args.divergences, args.seeds, args.overrides, workdir)
+        report(sweep, wall, workdir / "cache")

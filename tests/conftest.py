@@ -142,3 +142,29 @@ def launched(monkeypatch):
 
     monkeypatch.setattr(StageLauncher, "run", run)
     return calls
+
+
+def execute_notebook(name: str, sweep: Path) -> str:
+    """Run notebooks/NAME.ipynb on `sweep` (as AFD_SWEEP_DIR) and return the text of its
+    outputs, having checked that no cell failed and that it drew its two figures."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    os.environ["AFD_SWEEP_DIR"] = str(sweep)
+    try:
+        NotebookClient(
+            nb,
+            timeout=600,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(ROOT / "notebooks")}},
+        ).execute()
+    finally:
+        del os.environ["AFD_SWEEP_DIR"]
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum(o.output_type == "display_data" and "image/png" in o.data for o in outputs) == 2
+    text = "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs
+    )
+    return text

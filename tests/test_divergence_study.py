@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, execute_notebook
 
 from afd.pipeline.job import run_job
 
@@ -102,24 +102,5 @@ def test_reduced_study_and_notebook(tmp_path):
     assert len(list((tmp_path / "cache" / "adversarial").glob("*/manifest.json"))) == 4
     assert "| toy_divergence |" in (sweep / "summary.md").read_text()
 
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(ROOT / "notebooks" / "divergence_study.ipynb", as_version=4)
-    os.environ["AFD_SWEEP_DIR"] = str(sweep)
-    try:
-        NotebookClient(
-            nb,
-            timeout=600,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(ROOT / "notebooks")}},
-        ).execute()
-    finally:
-        del os.environ["AFD_SWEEP_DIR"]
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert sum(o.output_type == "display_data" and "image/png" in o.data for o in outputs) == 2
-    text = "".join(
-        o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs
-    )
+    text = execute_notebook("divergence_study", sweep)
     assert "4 jobs" not in text and "6 jobs" in text and "'checked': True" in text
