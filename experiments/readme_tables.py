@@ -1,5 +1,6 @@
 """The README's result tables, generated: run a table's sweep (or read a finished one) and
-rewrite the README between its markers, so no number in them is typed by hand.
+rewrite the README between its markers, so no number in them is typed by hand; a table with a
+figure also draws it to experiments/figures/NAME.png.
 
     python experiments/readme_tables.py toy                      # run the sweep, rewrite
     python experiments/readme_tables.py toy --sweep-dir multirun/DATE/TIME   # from a sweep
@@ -127,6 +128,28 @@ def render_frontier(sweep: Path, wall: float | None) -> str:
     return "\n".join(lines)
 
 
+def draw_frontier(sweep: Path, path: Path) -> None:
+    """The frontier plot of the study (gold against KL to pi_SFT) beside its policy metrics."""
+    sys.path.insert(0, str(ROOT))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from afd.reporting import analysis, frontier
+
+    _, raw = analysis.load(sweep)
+    tab = frontier.table(frontier.points(raw))
+    fig = plt.figure(figsize=(13, 4.5))
+    grid = fig.add_gridspec(1, 5)
+    frontier.plot_frontier(tab, fig.add_subplot(grid[0, :2]))
+    frontier.plot_policy_metrics(tab, [fig.add_subplot(grid[0, 2 + i]) for i in range(3)])
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def read_rows(path: str) -> list[dict]:
     return [json.loads(line) for line in (Path(path) / "samples.jsonl").read_text().splitlines()]
 
@@ -247,6 +270,10 @@ def render_harmless_cpu(sweep: Path, wall: float | None) -> str:
 class Table:
     args: list[str]  # the sweep, as typed after `python -m afd.train`
     render: Callable[[Path, float | None], str]
+    figure: Callable[[Path, Path], None] | None = None  # draws the sweep's figure to a path
+
+
+FIGURES = ROOT / "experiments" / "figures"
 
 
 TABLES = {
@@ -276,6 +303,7 @@ TABLES = {
             "logger=none",
         ],
         render_frontier,
+        draw_frontier,
     ),
 }
 
@@ -301,13 +329,18 @@ def main() -> None:
             print(f"{name}: python -m afd.train {' '.join(table.args)}")
         return
     table = TABLES[args.table]
+    figure = FIGURES / f"{args.table}.png"
     if args.sweep_dir:
         body = table.render(args.sweep_dir, None)
+        if table.figure:
+            table.figure(args.sweep_dir, figure)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             run_train(table.args, Path(tmp))
             body = table.render(Path(tmp) / "multirun", time.perf_counter() - start)
+            if table.figure:
+                table.figure(Path(tmp) / "multirun", figure)
     README.write_text(replace(README.read_text(), args.table, body))
     print(body)
 

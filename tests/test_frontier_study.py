@@ -294,8 +294,10 @@ def test_reduced_study_and_notebook(tmp_path, monkeypatch):
     assert "12 jobs" in text and "is the distilled policy closest to Best-of-16" in text
 
     monkeypatch.syspath_prepend(str(ROOT / "experiments"))
-    from readme_tables import render_frontier  # the README's table is the same analysis
+    from readme_tables import draw_frontier, render_frontier  # the README's, same analysis
 
     body = render_frontier(sweep_dir, None)
     assert "| bon_16 |" in body and "| bond_reverse |" in body
     assert frontier.closest_statement(printed) + "." in body
+    draw_frontier(sweep_dir, tmp_path / "frontier.png")
+    assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
