@@ -214,3 +214,10 @@ def test_a_toy_job_samples_through_vllm_and_keys_its_pools_apart(tiny_cfg):
         a, b = vllm["gold"][policy], hf["gold"][policy]
         assert abs(a["mean"] - b["mean"]) < 5 * math.hypot(a["sem"], b["sem"]) + 1e-6, policy
     assert 0 <= vllm["rm_accuracy"] <= 1
+    # pools.heldout=vllm: hf's training pools (so hf's reward model) and vLLM's held-out pools,
+    # every one of them already in the cache from the two jobs above
+    mixed = run_job(tiny_cfg(*wide, "pools.heldout=vllm"))
+    for stage, status in mixed["stages"].items():
+        if stage.startswith(("sample/", "reward")):
+            assert status == "cached", stage
+    assert mixed["gold"]["sft"] == vllm["gold"]["sft"] and mixed["gold"]["sft"] != hf["gold"]["sft"]

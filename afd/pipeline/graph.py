@@ -213,7 +213,9 @@ class Pipeline:
         offset = TRAIN_SEED_OFFSET if split == "train" else HELDOUT_SEED_OFFSET
         stage = SampleStage(split, num_samples, num_prompts, self.seed + offset)
         label = f"sample/{self.label_of(art)}/{split}" + (f"/{tag}" if tag else "")
-        return self.build(label, stage, {"data": self.data(), "policy": art})
+        engine = self.parts.pool_engines.get(split)  # `pools.<split>`, else the job's engine
+        context = {} if engine is None else {"engine": engine}
+        return self.build(label, stage, {"data": self.data(), "policy": art}, **context)
 
     def reward(self, current: str = "sft") -> Artifact:
         """The reward model of `reward=`. `current` stands in for the recipe's "sft" policy

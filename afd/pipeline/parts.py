@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from afd.core.config import Built, plain
 from afd.core.context import StageContext
@@ -32,6 +33,37 @@ def make(node, key: str):
         raise type(e)(with_source(str(e), node, key)) from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{key}: {e}") from None
+
+
+ENGINES = Path(__file__).resolve().parents[2] / "conf" / "sampling"  # the sampling= choices
+SPLITS = ("train", "heldout")
+# What every engine means the same by: a pool's own engine takes them from `sampling.`
+SHARED_SETTINGS = ("max_new_tokens", "temperature", "top_p", "top_k", "stop_strings")
+
+
+def pool_engines(cfg: DictConfig) -> dict[str, Any]:
+    """The engines `pools.<split>` names for some splits, each built from its conf/sampling
+    file with the job's sampling settings, so only the engine differs from `sampling=`."""
+    chosen = plain(cfg.pools) if "pools" in cfg else {}
+    if not isinstance(chosen, dict):
+        raise ConfigError(f"pools must be a mapping of {' / '.join(SPLITS)} to an engine")
+    engines = {}
+    for split, name in chosen.items():
+        if split not in SPLITS:
+            raise ConfigError(f"pools.{split}: no such kind of pool (choose from {SPLITS})")
+        if name is None:
+            continue
+        choices = sorted(p.stem for p in ENGINES.glob("*.yaml"))
+        if name not in choices:
+            raise ConfigError(f"pools.{split}={name!r}: no such engine (choose from {choices})")
+        node = OmegaConf.load(ENGINES / f"{name}.yaml")
+        for key in SHARED_SETTINGS:
+            node[key] = cfg.sampling[key]
+        job = cfg.copy()
+        with open_dict(job):
+            job.sampling = node  # its interpolations (trainer.devices, ...) read this job
+        engines[split] = make(job.sampling, f"pools.{split}")
+    return engines
 
 
 def with_source(message: str, node, key: str) -> str:
@@ -64,6 +96,7 @@ class JobParts:
     divergence: Any  # PolicyRecipe
     iterate: Any  # Distill recipe of iterative rounds
     engine: Any  # GenerationEngine
+    pool_engines: dict[str, Any]  # split -> the GenerationEngine of `pools.<split>`, where set
     gold: Built
     tracker: Any  # `logger=`
     lengths: Lengths
@@ -123,6 +156,7 @@ def build_parts(cfg: DictConfig) -> JobParts:
         divergence=make(cfg.divergence, "divergence"),
         iterate=make(cfg.iterate, "iterate"),
         engine=make(cfg.sampling, "sampling"),
+        pool_engines=pool_engines(cfg),
         gold=Built(cfg.gold, make(cfg.gold, "gold")),
         tracker=make(cfg.logger, "logger"),
         lengths=replace(lengths, format=spec.dialogue_format()),

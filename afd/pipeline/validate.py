@@ -42,9 +42,10 @@ def validate(cfg: DictConfig) -> JobParts:
     parts = build_parts(cfg)
     _trainer(cfg, parts.pretrain is not None)
     _context(parts)
-    if isinstance(parts.engine, ChecksPolicy):
-        key = "model.n_embd / model.n_head" if parts.pretrain is not None else "model.name_or_path"
-        parts.engine.check_policy(parts.spec.attention_head_size(), key)
+    key = "model.n_embd / model.n_head" if parts.pretrain is not None else "model.name_or_path"
+    for engine in (parts.engine, *parts.pool_engines.values()):
+        if isinstance(engine, ChecksPolicy):
+            engine.check_policy(parts.spec.attention_head_size(), key)
     return parts
 
 

@@ -1,0 +1,71 @@
+"""`pools.train` / `pools.heldout`: one kind of pool on another engine than `sampling=`, keyed
+by that engine, with the job's sampling settings; bad values fail naming the key."""
+
+import re
+from types import SimpleNamespace
+
+import pytest
+from conftest import compose_config
+
+from afd.core.cache import artifact_key
+from afd.core.errors import ConfigError
+from afd.models.generation.hf import HFEngine
+from afd.models.generation.vllm import VLLMEngine
+from afd.pipeline.graph import Pipeline
+from afd.pipeline.validate import validate
+from afd.reporting.tracking import Tracker
+
+SMALL = ["logger=none", "data.task.num_corpus=50", "model.n_embd=64", "model.n_head=2"]
+
+
+def sample_keys(tmp_path, *overrides) -> dict[str, tuple[str, object]]:
+    """The key and engine of pi0's training and held-out pools, nothing built."""
+    pipeline = Pipeline.from_config(compose_config([*SMALL, *overrides], tmp_path), Tracker())
+    seen = {}
+    build = pipeline.build
+
+    def node(label, stage, config, upstream, make):
+        key = artifact_key(stage, config, {k: a.key for k, a in upstream.items()})
+        return SimpleNamespace(key=key, path=tmp_path / key)
+
+    def recording_build(label, stage, upstream, **context):
+        art = build(label, stage, upstream, **context)
+        seen[label] = (art.key, context.get("engine", pipeline.parts.engine))
+        return art
+
+    pipeline._node, pipeline.build = node, recording_build
+    init = pipeline.init_policy()
+    pipeline.artifacts["init"] = init
+    for split in ("train", "heldout"):
+        pipeline.samples_of(init, split, 2)
+    return {split: seen[f"sample/init/{split}"] for split in ("train", "heldout")}
+
+
+def test_one_kind_of_pool_on_another_engine_is_keyed_by_it(tmp_path):
+    plain = sample_keys(tmp_path)
+    mixed = sample_keys(tmp_path, "pools.heldout=vllm", "sampling.temperature=0.7")
+    hot = sample_keys(tmp_path, "sampling.temperature=0.7")
+    assert isinstance(plain["heldout"][1], HFEngine) and isinstance(mixed["heldout"][1], VLLMEngine)
+    # the training pools keep the job's engine and key; the held-out ones are vLLM's ...
+    assert mixed["train"] == hot["train"] and isinstance(mixed["train"][1], HFEngine)
+    assert mixed["heldout"][0] != hot["heldout"][0]
+    # ... sampled with the job's settings, not vllm.yaml's
+    assert mixed["heldout"][1].settings == hot["heldout"][1].settings
+    assert mixed["heldout"][1].settings.temperature == 0.7
+    # and a job whose engine is vLLM draws the same held-out pool
+    assert (
+        sample_keys(tmp_path, "sampling=vllm", "sampling.temperature=0.7")["heldout"][0]
+        == (mixed["heldout"][0])
+    )
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("pools.heldout=sglang", "pools.heldout='sglang': no such engine (choose from ['hf',"),
+        ("+pools.test=hf", "pools.test: no such kind of pool"),
+    ],
+)
+def test_bad_pools_name_their_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(compose_config([*SMALL, override]))
