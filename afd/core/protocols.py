@@ -134,9 +134,15 @@ class Generator(Protocol):
     tokenizer: Any  # encodes the prompts it is given
 
     def generate(
-        self, prompts: list[list[int]], num_samples: int, seed: int, banned_tokens=()
+        self,
+        prompts: list[list[int]],
+        num_samples: int,
+        seed: int,
+        banned_tokens=(),
+        first: int = 0,
     ) -> list[list[Any]]:
-        """For each prompt (token ids), `num_samples` Completions, in order."""
+        """For each prompt (token ids), `num_samples` Completions, in order. `first` is the
+        index of the first prompt in the whole pool, when these are one shard of it."""
 
 
 class GenerationEngine(Protocol):
@@ -158,6 +164,20 @@ class ChecksPolicy(Protocol):
 
 
 # -- stages and recipes --------------------------------------------------------------------
+@runtime_checkable
+class ShardedStage(Protocol):
+    """A stage whose work splits over the tasks of a multi-task job (SLURM, one task per
+    device): every task builds one shard, then task 0 joins them into the artifact."""
+
+    shards: int  # the tasks it splits over; 1: built whole by `build`
+
+    def build_shard(self, shard_dir: Path, ctx: Any, inputs: dict[str, Path], shard: int) -> None:
+        """Write shard number `shard` of the artifact under `shard_dir`."""
+
+    def gather(self, out_dir: Path, shard_dir: Path) -> dict:
+        """Join the shards under `shard_dir` into the artifact in `out_dir`; its metrics."""
+
+
 class Stage(Protocol):
     """One cached artifact. `build(out_dir, ctx, inputs)` writes it and returns its metrics.
 

@@ -23,7 +23,14 @@ from hydra.utils import instantiate
 from afd.core.cache import Artifact, StageCache, artifact_key
 from afd.core.config import fingerprint
 from afd.core.errors import AfdError, ConfigError
-from afd.core.protocols import BuiltFromScratch, CompositeReward, HasCorpus, Stage, TrainedJudge
+from afd.core.protocols import (
+    BuiltFromScratch,
+    CompositeReward,
+    HasCorpus,
+    ShardedStage,
+    Stage,
+    TrainedJudge,
+)
 from afd.pipeline.parts import JobParts
 from afd.pipeline.stages.convert import ConvertStage
 from afd.pipeline.stages.data import CorpusStage, DataStage
@@ -33,6 +40,7 @@ from afd.pipeline.stages.sample import SampleStage
 from afd.pipeline.stages.score import ScoreStage
 from afd.runtime.faults import kill_inside
 from afd.runtime.launch import StageLauncher
+from afd.runtime.sharding import run_sharded, task_shards
 
 log = logging.getLogger(__name__)
 TRAIN_SEED_OFFSET, HELDOUT_SEED_OFFSET = 0, 1
@@ -97,6 +105,8 @@ class Pipeline:
             try:
                 if stage.trains:
                     metrics = self.launcher.run(stage.build, out, ctx, inputs)
+                elif isinstance(stage, ShardedStage) and stage.shards > 1:
+                    metrics = run_sharded(stage, out, ctx, inputs, self.launcher.trainer)
                 else:
                     metrics = stage.build(out, ctx, inputs)
             except AfdError as e:  # the stage and its policy, in the message the user reads
@@ -211,7 +221,7 @@ class Pipeline:
     ) -> Artifact:
         """`samples` of any policy artifact (a recipe's intermediate iterate, say)."""
         offset = TRAIN_SEED_OFFSET if split == "train" else HELDOUT_SEED_OFFSET
-        stage = SampleStage(split, num_samples, num_prompts, self.seed + offset)
+        stage = SampleStage(split, num_samples, num_prompts, self.seed + offset, task_shards())
         label = f"sample/{self.label_of(art)}/{split}" + (f"/{tag}" if tag else "")
         engine = self.parts.pool_engines.get(split)  # `pools.<split>`, else the job's engine
         context = {} if engine is None else {"engine": engine}

@@ -1,5 +1,6 @@
 """A follower task's whole job under SLURM (one task per device): run its rank of every
-training stage that task 0 publishes, in order, and nothing else (afd/runtime/ranks.py)."""
+training stage, and its shard of every sharded stage (sample pools), that task 0 publishes, in
+order, and nothing else (afd/runtime/ranks.py, afd/runtime/sharding.py)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def follow(cache_dir, stale_s: float = STALE_S) -> int:
             continue
         done = directory / DONE
         if done.exists() and int(done.read_text() or 0) <= index:
-            log.info("task %d: task 0 is done after %d training stages", task_rank(), index)
+            log.info("task %d: task 0 is done after %d published calls", task_rank(), index)
             return index
         alive = directory / ALIVE
         current = alive.read_text() if alive.exists() else None

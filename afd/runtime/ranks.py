@@ -1,6 +1,7 @@
 """Ranks started by SLURM: with one task per device, every task of a job runs the same Hydra job.
 
-Task 0 leads: it runs the pipeline and, for each multi-process training stage, publishes the
+Task 0 leads: it runs the pipeline and, for each multi-process training stage (and each sample
+pool, one shard per task: afd/runtime/sharding.py), publishes the
 stage's call in a rendezvous directory on shared storage (under `cache_dir`). Every other task
 follows: it runs its own rank of each published call, in order, and nothing else. Outside SLURM,
 or with one task, there are no followers and Lightning starts each stage's local ranks itself
@@ -118,7 +119,7 @@ def leading(cache_dir):
         return
     _leader = Leader(rendezvous_dir(cache_dir))
     _leader.start()
-    log.info("task 0 of %d: publishing training stages in %s", slurm_tasks(), _leader.directory)
+    log.info("task 0 of %d: publishing stage calls in %s", slurm_tasks(), _leader.directory)
     try:
         yield _leader
     finally:

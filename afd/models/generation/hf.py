@@ -42,7 +42,12 @@ class HFGenerator:
         self.batch_size, self.progress = batch_size, progress
 
     def generate(
-        self, prompts: list[list[int]], num_samples: int, seed: int, banned_tokens=()
+        self,
+        prompts: list[list[int]],
+        num_samples: int,
+        seed: int,
+        banned_tokens=(),
+        first: int = 0,
     ) -> list[list[Completion]]:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -56,7 +61,8 @@ class HFGenerator:
         ticker = Ticker("sampling", len(prompts)) if self.progress and not bar else None
         out: list[list[Completion] | None] = [None] * len(prompts)
         for b, batch in enumerate(tqdm(batches, desc="sampling", disable=not bar, leave=False)):
-            noise = torch.Generator().manual_seed(seed * 1_000_003 + b)
+            # a shard (first > 0) draws from streams of its own
+            noise = torch.Generator().manual_seed(seed * 1_000_003 + b + (first << 40))
             uniform = lambda shape, g=noise: torch.rand(shape, generator=g)  # noqa: E731
             drawn = sampler.sample([prompts[i] for i in batch], num_samples, uniform)
             for i, replies in zip(batch, drawn):

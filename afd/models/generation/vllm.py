@@ -159,12 +159,17 @@ class VLLMGenerator:
         self.engines, self.tokenizer, self.settings = engines, tokenizer, settings
 
     def generate(
-        self, prompts: list[list[int]], num_samples: int, seed: int, banned_tokens=()
+        self,
+        prompts: list[list[int]],
+        num_samples: int,
+        seed: int,
+        banned_tokens=(),
+        first: int = 0,
     ) -> list[list[Completion]]:
         bias = {i: -100.0 for i in banned_ids(self.tokenizer, banned_tokens)}
         eos, k = self.tokenizer.eos_token_id, len(self.engines)
         size = -(-len(prompts) // k)  # contiguous shards keep the prompts' global indices
-        shards = [(i * size, prompts[i * size : (i + 1) * size]) for i in range(k)]
+        shards = [(first + i * size, prompts[i * size : (i + 1) * size]) for i in range(k)]
         for engine, (first, shard) in zip(self.engines, shards):
             engine.conn.send(
                 ("generate", shard, first, num_samples, seed, bias, self.settings, eos)

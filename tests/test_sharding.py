@@ -1,0 +1,68 @@
+"""Sample pools split over the tasks of a multi-task SLURM job: task 0 (this process) and a
+follower task (a subprocess with its own SLURM rank) each sample a contiguous shard of the
+prompts, and task 0 joins them into one artifact in prompt order."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, TINY, compose_config
+
+from afd.core.artifacts import read_samples
+from afd.models.batching import encode_prompt
+from afd.models.generation.hf import HFGenerator
+from afd.models.loading import load_policy
+from afd.models.tokenizers import load_tokenizer
+from afd.pipeline.graph import HELDOUT_SEED_OFFSET, Pipeline
+from afd.reporting.tracking import Tracker
+from afd.runtime import ranks
+from afd.tasks.data_dir import DataDir
+
+SAMPLES = 3
+
+
+@pytest.mark.slow
+def test_a_pool_is_sampled_in_shards_by_every_task_and_joined_in_order(tmp_path, monkeypatch):
+    # one task per device: the job's trainer has two (its training stages are not at issue)
+    cfg = compose_config([*TINY, "trainer=ddp", "trainer.accelerator=cpu"], tmp_path / "cache")
+    one_task = Pipeline.from_config(cfg, Tracker())
+    init = one_task.init_policy()  # pretrained before there are tasks
+    whole = one_task.samples_of(init, "heldout", SAMPLES)
+    task = {"SLURM_NTASKS": "2", "SLURM_JOB_ID": "91", "SLURM_JOB_NAME": "train"}
+    for key, value in {**task, "SLURM_PROCID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    env = {**os.environ, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "PYTHONPATH": str(ROOT)}
+    follow = f"from afd.runtime.follow import follow; follow({cfg.cache_dir!r})"
+    follower = subprocess.Popen([sys.executable, "-c", follow], env=env)
+    try:
+        with ranks.leading(cfg.cache_dir):
+            two_tasks = Pipeline.from_config(cfg, Tracker())
+            assert two_tasks.init_policy().key == init.key  # only pools are sharded
+            pool = two_tasks.samples_of(two_tasks.init_policy(), "heldout", SAMPLES)
+        assert follower.wait(timeout=300) == 0
+    finally:
+        follower.kill()
+    assert pool.status == "trained" and pool.key != whole.key  # hf's draws depend on the split
+    assert pool.manifest["metrics"]["shards"] == 2
+    data = DataDir(two_tasks.data().path)
+    examples = data.examples("heldout")
+    rows = read_samples(pool.path)
+    assert [r["prompt_id"] for r in rows] == [e.id for e in examples for _ in range(SAMPLES)]
+    assert [r["sample"] for r in rows] == list(range(SAMPLES)) * len(examples)
+    # each half is what its task's engine draws for its prompts, the second half from streams
+    # of its own (first = its first prompt's index in the pool)
+    ctx = two_tasks.context
+    tokenizer = load_tokenizer(init.path)
+    model = load_policy(init.path, tokenizer, ctx.load.dtype, ctx.load.trust_remote_code)
+    generator = HFGenerator(model, tokenizer, ctx.engine.settings, 512, progress=False)
+    seed = cfg.seed + HELDOUT_SEED_OFFSET
+    half = (len(examples) + 1) // 2
+    for first, part in ((0, examples[:half]), (half, examples[half:])):
+        prompts = [encode_prompt(tokenizer, e.prompt, ctx.lengths) for e in part]
+        drawn = generator.generate(prompts, SAMPLES, seed, data.demonstrator_only_tokens, first)
+        expected = [c.token_ids for replies in drawn for c in replies]
+        got = rows[first * SAMPLES : (first + len(part)) * SAMPLES]
+        assert [r["token_ids"] for r in got] == expected, first
