@@ -1,6 +1,6 @@
-"""Sample pools split over the tasks of a multi-task SLURM job: task 0 (this process) and a
-follower task (a subprocess with its own SLURM rank) each sample a contiguous shard of the
-prompts, and task 0 joins them into one artifact in prompt order."""
+"""Sample pools and their scores split over the tasks of a multi-task SLURM job: task 0 (this
+process) and a follower task (a subprocess with its own SLURM rank) each sample (and score) a
+contiguous shard, and task 0 joins them into one artifact in order."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import ROOT, TINY, compose_config
 
-from afd.core.artifacts import read_samples
+from afd.core.artifacts import read_samples, read_scores
 from afd.models.batching import encode_prompt
 from afd.models.generation.hf import HFGenerator
 from afd.models.loading import load_policy
@@ -42,11 +42,18 @@ def test_a_pool_is_sampled_in_shards_by_every_task_and_joined_in_order(tmp_path,
             two_tasks = Pipeline.from_config(cfg, Tracker())
             assert two_tasks.init_policy().key == init.key  # only pools are sharded
             pool = two_tasks.samples_of(two_tasks.init_policy(), "heldout", SAMPLES)
+            gold = two_tasks.scores(pool, "gold", "init/heldout")
         assert follower.wait(timeout=300) == 0
     finally:
         follower.kill()
     assert pool.status == "trained" and pool.key != whole.key  # hf's draws depend on the split
     assert pool.manifest["metrics"]["shards"] == 2
+    # its gold scores, scored in two shards, are the ones of one process (not keyed by shards)
+    assert gold.manifest["metrics"]["shards"] == 2
+    one_process = one_task.scores(pool, "gold", "init/heldout/again")
+    assert one_process.key == gold.key and one_process.status == "cached"
+    expected = one_task.context.gold.get().score(read_samples(pool.path))
+    assert read_scores(gold.path).tolist() == pytest.approx(list(expected))
     data = DataDir(two_tasks.data().path)
     examples = data.examples("heldout")
     rows = read_samples(pool.path)

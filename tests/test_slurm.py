@@ -213,7 +213,7 @@ def test_hard_crash_is_reported_failed_and_does_not_hang(slurm, n_sweep):
 
 def test_one_task_per_device_trains_like_one_process(slurm, n_sweep):
     """trainer=ddp with two SLURM tasks: task 0 runs the job, task 1 follows its training stages
-    and samples its shard of each pool, and the stage's loss curve is the one-process curve of
+    and samples (and scores) its shard of each pool, and the stage's loss curve is the one-process curve of
     the sweep above."""
     # reward=logratio trains no reward model: two training stages are enough here.
     proc, sweep_dir, _ = sweep(
@@ -227,10 +227,15 @@ def test_one_task_per_device_trains_like_one_process(slurm, n_sweep):
     r = results(sweep_dir)[4]
     assert {r["stages"][s] for s in ("init", "sft")} == {"trained"}
     follower = "\n".join(p.read_text() for p in sweep_dir.rglob("*.log"))
-    # task 1 ran its rank of both training stages and its shard of every pool the job drew
-    pools = [s for s in r["stages"] if s.startswith("sample/")]
-    assert pools and all(r["stages"][s] == "trained" for s in pools)
-    assert f"task 1: task 0 is done after {2 + len(pools)} published calls" in follower
+    # task 1 ran its rank of both training stages and its shard of every pool the job drew and
+    # of every score it computed (the demonstrations' gold scores come from the sweep above)
+    sharded = [
+        stage
+        for stage, status in r["stages"].items()
+        if stage.startswith(("sample/", "score/")) and status == "trained"
+    ]
+    assert any(stage.startswith("sample/") for stage in sharded)
+    assert f"task 1: task 0 is done after {2 + len(sharded)} published calls" in follower
     one_process, two_tasks = pretrain_loss_curve(n_sweep), pretrain_loss_curve(sweep_dir)
     assert len(two_tasks) == len(one_process) >= 10
     assert two_tasks == pytest.approx(one_process, rel=2e-5, abs=2e-5)

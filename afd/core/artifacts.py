@@ -30,6 +30,11 @@ def read_scores(path: Path) -> np.ndarray:
     return np.array(json.loads((Path(path) / SCORES).read_text())["scores"], dtype=float)
 
 
+def read_scored_ids(path: Path) -> list[str]:
+    """The row ids of a score artifact, in the order of its scores."""
+    return json.loads((Path(path) / SCORES).read_text())["ids"]
+
+
 def write_history(out_dir: Path, history: list[dict]) -> None:
     """A trained policy's logged steps (proxy reward, KL, gold where known)."""
     (Path(out_dir) / HISTORY).write_text(json.dumps(history))

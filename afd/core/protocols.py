@@ -156,6 +156,14 @@ class GenerationEngine(Protocol):
 
 
 @runtime_checkable
+class SpansDevices(Protocol):
+    """An engine that spreads over several devices of a node (vLLM's data parallel)."""
+
+    def on_one_device(self) -> Any:
+        """The same engine on one device: what each task of a multi-task job runs."""
+
+
+@runtime_checkable
 class ChecksPolicy(Protocol):
     """An engine that cannot run every policy, and says so before any stage runs."""
 

@@ -264,13 +264,15 @@ class Pipeline:
         reward artifact."""
         if scorer == "gold":
             upstream = {"rows": rows, **self.gold_inputs()}
-            return self.build(f"score/gold/{label}", ScoreStage("samples", "gold"), upstream)
+            stage = ScoreStage("samples", "gold", shards=task_shards())
+            return self.build(f"score/gold/{label}", stage, upstream)
         upstream = {"rows": rows, "reward": scorer}
-        return self.build(f"score/reward/{label}", ScoreStage("samples", "reward"), upstream)
+        stage = ScoreStage("samples", "reward", shards=task_shards())
+        return self.build(f"score/reward/{label}", stage, upstream)
 
     def demo_scores(self, num_prompts: int | None) -> Artifact:
         """Gold scores of the first `num_prompts` held-out demonstrations."""
-        stage = ScoreStage("demos", "gold", num_prompts)
+        stage = ScoreStage("demos", "gold", num_prompts, task_shards())
         upstream = {"rows": self.data(), **self.gold_inputs()}
         return self.build("score/gold/demo/heldout", stage, upstream)
 

@@ -13,11 +13,9 @@ import os
 import pickle
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from afd.core.protocols import ShardedStage
-from afd.models.generation.vllm import VLLMEngine
 from afd.runtime import ranks
 from afd.runtime.workers import StageCall, run_worker, swap_loggers
 
@@ -49,8 +47,6 @@ def build_shard(out_dir: Path, stage: ShardedStage, shard_dir: Path, ctx, inputs
     """One task's part (run in its worker): its shard, then a marker that it is complete."""
     shard = ranks.task_rank()
     own_device()
-    if isinstance(ctx.engine, VLLMEngine):  # one engine per task: the task is one device
-        ctx = ctx.replace(engine=replace(ctx.engine, data_parallel_size=1))
     start = time.perf_counter()
     stage.build_shard(shard_dir, ctx, inputs, shard)
     (shard_dir / f"{shard:04d}{DONE}").write_text(f"{time.perf_counter() - start:.3f}")

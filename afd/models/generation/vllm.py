@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from afd.core.config import qualified_name
@@ -233,6 +233,10 @@ class VLLMEngine:
             f"dimensions; this policy's heads have {head_size} ({key}): use sampling=hf, or a "
             "model whose head size is one of those"
         )
+
+    def on_one_device(self) -> VLLMEngine:
+        """One engine: a task of a multi-task job has one device (afd/runtime/sharding.py)."""
+        return replace(self, data_parallel_size=1)
 
     def fingerprint(self) -> dict:
         """What changes a pool: the engine (and its numerics); the settings are keyed apart,

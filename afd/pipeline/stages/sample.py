@@ -23,6 +23,7 @@ import lightning as L
 
 from afd.core.artifacts import read_samples, write_samples
 from afd.core.config import fingerprint, qualified_name
+from afd.core.protocols import SpansDevices
 from afd.models.batching import encode_prompt
 from afd.tasks.data_dir import DataDir
 
@@ -54,6 +55,8 @@ class SampleStage:
 
     def build_shard(self, shard_dir: Path, ctx, inputs: dict[str, Path], shard: int) -> None:
         """The prompts of shard `shard` (contiguous, in order), sampled to shard_dir/NNNN."""
+        if isinstance(ctx.engine, SpansDevices):  # the task is one device
+            ctx = ctx.replace(engine=ctx.engine.on_one_device())
         count = len(DataDir(inputs["data"]).examples(self.split, self.num_prompts))
         size = math.ceil(count / self.shards)
         rows = self._sample(ctx, inputs, shard * size, size)

@@ -2,18 +2,22 @@
 demonstrations.
 
 Scores are cached like any artifact, so a golden reward model or a reward model scores each
-pool once per sweep, whatever n each job asks for.
+pool once per sweep, whatever n each job asks for. In a multi-task job (`shards` > 1) every
+task scores a contiguous shard of the rows on its own device and task 0 joins them
+(afd/runtime/sharding.py); scores do not depend on the split, so `shards` is not in the key.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from afd.core.artifacts import read_samples, write_scores
+from afd.core.artifacts import read_samples, read_scored_ids, read_scores, write_scores
+from afd.core.config import fingerprint, qualified_name
 from afd.core.errors import AfdError
 from afd.models.scoring import load_scorer
 from afd.tasks.data_dir import DataDir
@@ -44,17 +48,44 @@ class ScoreStage:
     rows: str
     scorer: str
     num_prompts: int | None = None
+    shards: int = 1  # tasks of a multi-task job that score a shard each
 
     @property
     def reads(self) -> tuple[str, ...]:
         return ("gold",) if self.scorer == "gold" else ()
 
+    def fingerprint(self) -> dict:
+        """Its fields but `shards`: a split over tasks changes no score."""
+        fields = {k: fingerprint(getattr(self, k)) for k in ("rows", "scorer", "num_prompts")}
+        return {"_target_": qualified_name(self), **fields}
+
     def build(self, out_dir: Path, ctx, inputs: dict[str, Path]) -> dict:
-        rows = (
-            read_samples(inputs["rows"])
-            if self.rows == "samples"
-            else demo_rows(inputs["rows"], self.num_prompts)
-        )
+        rows = self._rows(inputs)
+        scores = self._score(ctx, inputs, rows)
+        write_scores(out_dir, [r["id"] for r in rows], scores)
+        return {"mean": float(scores.mean()), "rows": len(rows)}
+
+    def build_shard(self, shard_dir: Path, ctx, inputs: dict[str, Path], shard: int) -> None:
+        rows = self._rows(inputs)
+        size = math.ceil(len(rows) / self.shards)
+        part = rows[shard * size : (shard + 1) * size]
+        scores = self._score(ctx, inputs, part) if part else np.zeros(0)
+        (shard_dir / f"{shard:04d}").mkdir()
+        write_scores(shard_dir / f"{shard:04d}", [r["id"] for r in part], scores)
+
+    def gather(self, out_dir: Path, shard_dir: Path) -> dict:
+        parts = [shard_dir / f"{i:04d}" for i in range(self.shards)]
+        ids = [row for part in parts for row in read_scored_ids(part)]
+        scores = np.concatenate([read_scores(part) for part in parts])
+        write_scores(out_dir, ids, scores)
+        return {"mean": float(scores.mean()), "rows": len(ids), "shards": self.shards}
+
+    def _rows(self, inputs: dict[str, Path]) -> list[dict]:
+        if self.rows == "samples":
+            return read_samples(inputs["rows"])
+        return demo_rows(inputs["rows"], self.num_prompts)
+
+    def _score(self, ctx, inputs: dict[str, Path], rows: list[dict]) -> np.ndarray:
         gold = judge_scorer(ctx.gold.get(), inputs) if self.scorer == "gold" else None
         scorer = gold if gold is not None else load_scorer(inputs["reward"])
         scores = np.asarray(scorer.score(rows), dtype=float)
@@ -70,5 +101,4 @@ class ScoreStage:
                 f"non-finite scores of {len(rows)} rows (first: row {first!r}); a diverged or "
                 "broken reward model: nothing of it is used or cached"
             )
-        write_scores(out_dir, [r["id"] for r in rows], scores)
-        return {"mean": float(scores.mean()), "rows": len(rows)}
+        return scores
