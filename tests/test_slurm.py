@@ -213,8 +213,8 @@ def test_hard_crash_is_reported_failed_and_does_not_hang(slurm, n_sweep):
 
 def test_one_task_per_device_trains_like_one_process(slurm, n_sweep):
     """trainer=ddp with two SLURM tasks: task 0 runs the job, task 1 follows its training stages
-    and samples (and scores) its shard of each pool, and the stage's loss curve is the one-process curve of
-    the sweep above."""
+    and samples (and scores) its shard of each pool, and the stage's loss curve is the
+    one-process curve of the sweep above."""
     # reward=logratio trains no reward model: two training stages are enough here.
     proc, sweep_dir, _ = sweep(
         slurm, "trainer=ddp", "trainer.accelerator=cpu", "reward=logratio", "-m", "n=4"
