@@ -266,6 +266,64 @@ def render_harmless_cpu(sweep: Path, wall: float | None) -> str:
     return "\n".join(lines)
 
 
+def render_harmless_divergences(sweep: Path, wall: float | None) -> str:
+    """harmless_cpu's policies by divergence: forward KL (pi_SFT) and reverse KL (adversarial
+    imitation from pi_SFT), with the metrics that apply to real text, replies side by side, and
+    the adversarial stage's curve and time."""
+    jobs = {r["divergence"]: r for r in load(sweep)}
+    pools = {
+        name: read_rows(
+            r["artifacts"][
+                "sample/sft/heldout" if name == "forward_kl" else "sample/policy/heldout"
+            ]
+        )
+        for name, r in jobs.items()
+    }
+    lines = [
+        "| divergence | gold (mean +- s.e.m.) | KL to pi_SFT | KL to pi0 | entropy (nats/reply) "
+        "| length (tokens) | ended | distinct-1 | distinct-2 | self-BLEU "
+        "| gold of Best-of-n on it |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in jobs.items():
+        g, div, st = r["gold"]["policy"], r["div"], pool_stats(pools[name])
+        kl_sft = "0" if name == "forward_kl" else f"{div['kl_sft']:.2f}"
+        bon = r["gold"]["bon"]
+        lines.append(
+            f"| {name} | {fmt(g['mean'])} +- {fmt(g['sem'])} | {kl_sft} | {div['kl_init']:.2f} | "
+            f"{st['entropy']:.1f} | {st['length']:.1f} | {st['finished']:.2f} | "
+            f"{fmt(div['distinct_1'])} | {fmt(div['distinct_2'])} | {fmt(div['self_bleu'])} | "
+            f"{fmt(bon['mean'])} +- {fmt(bon['sem'])} (n = {r['n']}) |"
+        )
+    lines.append("")
+    if "reverse_kl" in jobs:
+        adv = jobs["reverse_kl"]
+        manifest = json.loads((Path(adv["artifacts"]["policy"]) / "manifest.json").read_text())
+        history = json.loads((Path(adv["artifacts"]["policy"]) / "history.json").read_text())
+        curve = ", ".join(f"{h['gold']:.2f} (step {h['step']})" for h in history if "gold" in h)
+        accuracy = manifest["metrics"].get("final_disc_accuracy", float("nan"))
+        lines += [
+            f"Adversarial stage: {len(history)} steps in {manifest['build_s'] / 60:.1f} min; "
+            f"discriminator accuracy over its last steps {accuracy:.2f}; "
+            f"gold of the step's rollouts: {curve}.",
+            "",
+        ]
+    firsts = {
+        name: {row["prompt_id"]: row for row in rows if row["sample"] == 0}
+        for name, rows in pools.items()
+    }
+    common = sorted(set.intersection(*(set(f) for f in firsts.values())))
+    for pid in common[:2]:
+        any_row = next(iter(firsts.values()))[pid]
+        prompt = any_row["prompt"].strip().split("Human:")[-1].split("Assistant:")[0]
+        lines.append(f"> **Human:** {' '.join(prompt.split())}")
+        lines += [f"> - {name}: {firsts[name][pid]['response']}" for name in firsts]
+        lines.append("")
+    if wall is not None:
+        lines.append(f"The sweep took {wall / 60:.1f} minutes here.")
+    return "\n".join(lines).rstrip("\n")
+
+
 @dataclass
 class Table:
     args: list[str]  # the sweep, as typed after `python -m afd.train`
@@ -292,6 +350,16 @@ TABLES = {
             "logger=none",
         ],
         render_divergence,
+    ),
+    "harmless_cpu_divergences": Table(
+        [
+            "+experiment=harmless_cpu",
+            "-m",
+            "divergence=forward_kl,reverse_kl",
+            "progress=false",
+            "logger=none",
+        ],
+        render_harmless_divergences,
     ),
     "frontier": Table(
         [

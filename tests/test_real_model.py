@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from conftest import ROOT, compose_config
 from omegaconf import open_dict
 from tiny_hf import HH_DIR
 
@@ -155,7 +155,7 @@ def test_every_stage_runs_on_the_real_model_with_numbers_that_hold(harmless):
 
 
 @pytest.mark.slow
-def test_reverse_kl_imitation_runs_on_the_real_model(harmless):
+def test_reverse_kl_imitation_runs_on_the_real_model(harmless, monkeypatch):
     """divergence=reverse_kl on the same cache: data, pi0, pi_SFT and the judge are reused,
     the adversarial stage trains the real policy and reports its policy metrics."""
     _, root = harmless
@@ -176,3 +176,10 @@ def test_reverse_kl_imitation_runs_on_the_real_model(harmless):
     steps = results["policy_curve"]
     assert steps and all(np.isfinite(s["gold"]) for s in steps)
     assert results["div"]["kl_sft"] >= 0 and np.isfinite(results["div"]["distinct_2"])
+    # the README's table of this experiment's divergences reads both jobs' results
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    from readme_tables import render_harmless_divergences
+
+    table = render_harmless_divergences(root / "out", None)
+    assert "| forward_kl |" in table and "| reverse_kl |" in table
+    assert "Adversarial stage: 4 steps" in table and "> - reverse_kl: " in table
