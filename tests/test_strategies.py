@@ -179,18 +179,20 @@ def test_zero_trains_on_cpu_and_exports(name, precision, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tmp_path):
+def test_two_zero3_ranks_match_one_process_and_their_checkpoint_exports(tmp_path):
+    """ZeRO-3 on two ranks: the loss curve of one process, and its checkpoint (parameters
+    partitioned over the ranks) exports to the model it trained. DDP and ZeRO-2 against one
+    process, through the project's trainer configs: tests/test_distributed_stages.py."""
     runs = {}
-    for name, devices in [("plain", 1), ("ddp", 2), ("zero2", 2), ("zero3", 2)]:
+    for name, devices in [("plain", 1), ("zero3", 2)]:
         (tmp_path / name).mkdir()
         runs[name] = run_child(name, devices, tmp_path / name)
         check_export(tmp_path / name)
-    for name in ("ddp", "zero2", "zero3"):
-        assert len(runs[name]) == STEPS
-        # Two half-batches sum in a different order than one batch: float rounding only.
-        torch.testing.assert_close(
-            torch.tensor(runs[name]), torch.tensor(runs["plain"]), rtol=1e-5, atol=1e-5
-        )
+    assert len(runs["zero3"]) == STEPS
+    # Two half-batches sum in a different order than one batch: float rounding only.
+    torch.testing.assert_close(
+        torch.tensor(runs["zero3"]), torch.tensor(runs["plain"]), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_config_is_copied_and_plain():
