@@ -13,7 +13,6 @@ plain training stays in the job's process.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import shutil
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from typing import Any
 from afd.core.config import plain
 from afd.reporting.tracking import StageLogger
 from afd.runtime import ranks
-from afd.runtime.workers import StageCall, run_worker, swap_loggers
+from afd.runtime.workers import StageCall, remove_call_files, run_worker, swap_loggers, write_call
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +77,7 @@ class StageLauncher:
                 )
             path = Path(f"{out_dir}.launch") / "0000.call"
             path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(pickle.dumps(call))
-        os.replace(tmp, path)
+        write_call(path, call)
         log.info(
             "training %s in %d worker process(es): %s",
             fn.__qualname__,
@@ -96,6 +93,5 @@ class StageLauncher:
         for prefix, history in result["history"].items():
             loggers[prefix].replay(history)
         if leader is not None:  # every rank has read it: training is collective
-            for done in path.parent.glob(f"{path.name}*"):
-                done.unlink(missing_ok=True)
+            remove_call_files(path)
         return result["metrics"]

@@ -93,6 +93,19 @@ def worker_env(trainer: dict) -> dict[str, str]:
     return env
 
 
+def write_call(path: Path, call: StageCall) -> None:
+    """Publish `call` at `path` whole: a reader (a worker, a follower task) never sees half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(pickle.dumps(call))
+    os.replace(tmp, path)
+
+
+def remove_call_files(path: Path) -> None:
+    """The call file and what its workers wrote beside it (result, errors)."""
+    for done in path.parent.glob(f"{path.name}*"):
+        done.unlink(missing_ok=True)
+
+
 def leave_process_group() -> None:
     """Tear down the process group of a finished training, on every rank.
 

@@ -14,7 +14,6 @@ engine seeds each batch, so its pools do, and `shards` is in the key.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -25,6 +24,7 @@ from afd.core.artifacts import read_samples, write_samples
 from afd.core.config import fingerprint, qualified_name
 from afd.core.protocols import SpansDevices
 from afd.models.batching import encode_prompt
+from afd.runtime.sharding import contiguous_shard, shard_folder
 from afd.tasks.data_dir import DataDir
 
 
@@ -57,14 +57,15 @@ class SampleStage:
         """The prompts of shard `shard` (contiguous, in order), sampled to shard_dir/NNNN."""
         if isinstance(ctx.engine, SpansDevices):  # the task is one device
             ctx = ctx.replace(engine=ctx.engine.on_one_device())
-        count = len(DataDir(inputs["data"]).examples(self.split, self.num_prompts))
-        size = math.ceil(count / self.shards)
-        rows = self._sample(ctx, inputs, shard * size, size)
-        (shard_dir / f"{shard:04d}").mkdir()
-        write_samples(shard_dir / f"{shard:04d}", rows)
+        examples = DataDir(inputs["data"]).examples(self.split, self.num_prompts)
+        first, part = contiguous_shard(examples, shard, self.shards)
+        rows = self._sample(ctx, inputs, first, len(part))
+        shard_folder(shard_dir, shard).mkdir()
+        write_samples(shard_folder(shard_dir, shard), rows)
 
     def gather(self, out_dir: Path, shard_dir: Path) -> dict:
-        rows = [r for i in range(self.shards) for r in read_samples(shard_dir / f"{i:04d}")]
+        parts = [shard_folder(shard_dir, i) for i in range(self.shards)]
+        rows = [r for part in parts for r in read_samples(part)]
         write_samples(out_dir, rows)
         return {**self._summary(rows), "shards": self.shards}
 

@@ -9,7 +9,6 @@ task scores a contiguous shard of the rows on its own device and task 0 joins th
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -20,6 +19,7 @@ from afd.core.artifacts import read_samples, read_scored_ids, read_scores, write
 from afd.core.config import fingerprint, qualified_name
 from afd.core.errors import AfdError
 from afd.models.scoring import load_scorer
+from afd.runtime.sharding import contiguous_shard, shard_folder
 from afd.tasks.data_dir import DataDir
 from afd.tasks.judge import judge_scorer
 
@@ -66,15 +66,13 @@ class ScoreStage:
         return {"mean": float(scores.mean()), "rows": len(rows)}
 
     def build_shard(self, shard_dir: Path, ctx, inputs: dict[str, Path], shard: int) -> None:
-        rows = self._rows(inputs)
-        size = math.ceil(len(rows) / self.shards)
-        part = rows[shard * size : (shard + 1) * size]
+        _, part = contiguous_shard(self._rows(inputs), shard, self.shards)
         scores = self._score(ctx, inputs, part) if part else np.zeros(0)
-        (shard_dir / f"{shard:04d}").mkdir()
-        write_scores(shard_dir / f"{shard:04d}", [r["id"] for r in part], scores)
+        shard_folder(shard_dir, shard).mkdir()
+        write_scores(shard_folder(shard_dir, shard), [r["id"] for r in part], scores)
 
     def gather(self, out_dir: Path, shard_dir: Path) -> dict:
-        parts = [shard_dir / f"{i:04d}" for i in range(self.shards)]
+        parts = [shard_folder(shard_dir, i) for i in range(self.shards)]
         ids = [row for part in parts for row in read_scored_ids(part)]
         scores = np.concatenate([read_scores(part) for part in parts])
         write_scores(out_dir, ids, scores)
