@@ -28,6 +28,7 @@ from afd.core.protocols import (
     CompositeReward,
     HasCorpus,
     ShardedStage,
+    SpansDevices,
     Stage,
     TrainedJudge,
 )
@@ -40,7 +41,7 @@ from afd.pipeline.stages.sample import SampleStage
 from afd.pipeline.stages.score import ScoreStage
 from afd.runtime.faults import kill_inside
 from afd.runtime.launch import StageLauncher
-from afd.runtime.sharding import run_sharded, task_shards
+from afd.runtime.sharding import run_sharded, stage_shards
 
 log = logging.getLogger(__name__)
 TRAIN_SEED_OFFSET, HELDOUT_SEED_OFFSET = 0, 1
@@ -221,10 +222,12 @@ class Pipeline:
     ) -> Artifact:
         """`samples` of any policy artifact (a recipe's intermediate iterate, say)."""
         offset = TRAIN_SEED_OFFSET if split == "train" else HELDOUT_SEED_OFFSET
-        stage = SampleStage(split, num_samples, num_prompts, self.seed + offset, task_shards())
-        label = f"sample/{self.label_of(art)}/{split}" + (f"/{tag}" if tag else "")
         engine = self.parts.pool_engines.get(split)  # `pools.<split>`, else the job's engine
         context = {} if engine is None else {"engine": engine}
+        spans = isinstance(engine or self.context.engine, SpansDevices)
+        shards = stage_shards(self.launcher.trainer, spans)
+        stage = SampleStage(split, num_samples, num_prompts, self.seed + offset, shards)
+        label = f"sample/{self.label_of(art)}/{split}" + (f"/{tag}" if tag else "")
         return self.build(label, stage, {"data": self.data(), "policy": art}, **context)
 
     def reward(self, current: str = "sft") -> Artifact:
@@ -264,15 +267,18 @@ class Pipeline:
         reward artifact."""
         if scorer == "gold":
             upstream = {"rows": rows, **self.gold_inputs()}
-            stage = ScoreStage("samples", "gold", shards=task_shards())
+            stage = ScoreStage("samples", "gold", shards=self._score_shards())
             return self.build(f"score/gold/{label}", stage, upstream)
         upstream = {"rows": rows, "reward": scorer}
-        stage = ScoreStage("samples", "reward", shards=task_shards())
+        stage = ScoreStage("samples", "reward", shards=self._score_shards())
         return self.build(f"score/reward/{label}", stage, upstream)
+
+    def _score_shards(self) -> int:
+        return stage_shards(self.launcher.trainer)
 
     def demo_scores(self, num_prompts: int | None) -> Artifact:
         """Gold scores of the first `num_prompts` held-out demonstrations."""
-        stage = ScoreStage("demos", "gold", num_prompts, task_shards())
+        stage = ScoreStage("demos", "gold", num_prompts, self._score_shards())
         upstream = {"rows": self.data(), **self.gold_inputs()}
         return self.build("score/gold/demo/heldout", stage, upstream)
 

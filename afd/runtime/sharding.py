@@ -1,10 +1,15 @@
-"""A stage split over the tasks of a multi-task SLURM job (one task per device): task 0
-publishes the stage's shard call like a training stage's (afd/runtime/ranks.py), every task
-builds its shard on its own device, and task 0 waits for all of them and joins them.
+"""A stage split over the devices of a job, one shard each, joined into one artifact.
+
+Two ways, one mechanism: in a multi-task SLURM job (one task per device, any number of nodes)
+task 0 publishes the stage's shard call like a training stage's (afd/runtime/ranks.py) and every
+task builds its shard; in a job on one node with several GPUs (`trainer.devices=K`) the job
+starts one process per GPU itself. Each builds its shard on its own device; the job waits for
+all of them and joins them in order.
 
 Used for sample pools and scores (afd/pipeline/stages/sample.py, score.py), the largest
-inference work of a job: a job on K nodes samples and scores its Best-of-n pools on all of
-their devices, into one artifact each.
+inference work of a job: Best-of-n pools are sampled and scored on every device of the job.
+`AFD_INFERENCE_DEVICES` (a comma-separated list: `cuda:0,cuda:2`; `cpu,cpu` in tests) names
+the devices of one node explicitly.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import logging
 import math
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +30,7 @@ from afd.runtime.workers import (
     remove_call_files,
     run_worker,
     swap_loggers,
+    worker_env,
     write_call,
 )
 
@@ -30,10 +38,36 @@ log = logging.getLogger(__name__)
 DONE = ".done"
 
 
-def task_shards() -> int:
+DEVICES = "AFD_INFERENCE_DEVICES"
+
+
+def local_devices(trainer: dict) -> list[str]:
+    """The devices of this node a job's inference spreads over, one shard process each:
+    those `AFD_INFERENCE_DEVICES` lists; else the one `AFD_INFERENCE_DEVICE` names; else the
+    job's GPUs (`trainer.devices` of those visible: an int, or -1/"auto" for all); else the CPU,
+    which one process already computes on with every core."""
+    listed = os.environ.get(DEVICES)
+    if listed:
+        return [d.strip() for d in listed.split(",") if d.strip()]
+    if os.environ.get("AFD_INFERENCE_DEVICE"):
+        return [os.environ["AFD_INFERENCE_DEVICE"]]
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible == 0:
+        return ["cpu"]
+    wanted = trainer.get("devices", 1)
+    count = visible if wanted in (-1, "-1", "auto") else min(visible, int(wanted))
+    return [f"cuda:{i}" for i in range(max(1, count))]
+
+
+def stage_shards(trainer: dict, spans_devices: bool = False) -> int:
     """How many shards a shardable stage of this job splits into: its SLURM tasks when they
-    follow task 0 (one per device), else 1."""
-    return ranks.slurm_tasks() if ranks.leader() is not None else 1
+    follow task 0 (one per device); else one per local device, unless the stage's engine
+    spreads over the devices itself (`spans_devices`: vLLM's data parallel)."""
+    if ranks.leader() is not None:
+        return ranks.slurm_tasks()
+    return 1 if spans_devices else len(local_devices(trainer))
 
 
 def contiguous_shard(items: list, shard: int, shards: int) -> tuple[int, list]:
@@ -62,9 +96,16 @@ def own_device() -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices[local % len(devices)]
 
 
+def this_shard() -> int:
+    """The shard this process builds: its SLURM task, or its local rank on one node."""
+    if ranks.external_ranks():
+        return ranks.task_rank()
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def build_shard(out_dir: Path, stage: ShardedStage, shard_dir: Path, ctx, inputs) -> dict:
     """One task's part (run in its worker): its shard, then a marker that it is complete."""
-    shard = ranks.task_rank()
+    shard = this_shard()
     own_device()
     start = time.perf_counter()
     stage.build_shard(shard_dir, ctx, inputs, shard)
@@ -87,26 +128,67 @@ def wait_for_shards(shard_dir: Path, shards: int, call: Path, poll_s: float = 0.
 
 
 def run_sharded(stage: ShardedStage, out_dir: Path, ctx, inputs: dict[str, Path], trainer: dict):
-    """Build `stage` over all tasks of the job (task 0's side); returns its metrics."""
-    leader = ranks.leader()
-    if leader is None:
-        raise RuntimeError("a sharded stage runs only in task 0 of a multi-task job")
+    """Build `stage` over all tasks of a multi-task job (from task 0), or over the devices of
+    this node; returns its metrics."""
     shard_dir = Path(f"{out_dir}.shards")
     shutil.rmtree(shard_dir, ignore_errors=True)
     shard_dir.mkdir(parents=True)
     loggers: dict = {}
     args = swap_loggers((stage, shard_dir, ctx, inputs), loggers)
     call = StageCall(build_shard, Path(out_dir), args, {}, trainer)
-    path = leader.next_call()
+    leader = ranks.leader()
+    if leader is not None:
+        path = leader.next_call()
+    else:
+        path = Path(f"{out_dir}.launch") / "shards.call"
+        path.parent.mkdir(parents=True, exist_ok=True)
     write_call(path, call)
-    log.info("%s: one shard on each of %d tasks: %s", type(stage).__name__, stage.shards, path)
+    where = f"{stage.shards} tasks" if leader is not None else f"{stage.shards} local devices"
+    log.info("%s: one shard on each of %s: %s", type(stage).__name__, where, path)
     try:
-        run_worker(path)  # task 0's own shard
-        wait_for_shards(shard_dir, stage.shards, path)
+        if leader is not None:
+            run_worker(path)  # task 0's own shard
+            wait_for_shards(shard_dir, stage.shards, path)
+        else:
+            run_on_devices(path, local_devices(trainer)[: stage.shards], trainer)
         done = [shard_folder(shard_dir, i).with_suffix(DONE) for i in range(stage.shards)]
         seconds = [float(marker.read_text()) for marker in done]
         metrics = stage.gather(out_dir, shard_dir)
     finally:
         shutil.rmtree(shard_dir, ignore_errors=True)
         remove_call_files(path)
+        if leader is None:
+            shutil.rmtree(path.parent, ignore_errors=True)
     return {**metrics, "shard_seconds": seconds}
+
+
+def device_env(device: str) -> dict[str, str]:
+    """The environment that gives a shard process `device` alone: one visible GPU (of those
+    this process sees) as its `cuda`, or the CPU."""
+    if not device.startswith("cuda"):
+        return {"AFD_INFERENCE_DEVICE": device}
+    index = int(device.partition(":")[2] or 0)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    physical = visible.split(",")[index] if visible else str(index)
+    return {"CUDA_VISIBLE_DEVICES": physical, "AFD_INFERENCE_DEVICE": "cuda"}
+
+
+def run_on_devices(path: Path, devices: list[str], trainer: dict) -> None:
+    """The call at `path` in one process per device, side by side; raises with the first
+    shard's error once all have ended."""
+    base = worker_env({**trainer, "devices": len(devices)})
+    base.pop(DEVICES, None)
+    procs = []
+    for shard, device in enumerate(devices):
+        env = {**base, **device_env(device), "LOCAL_RANK": str(shard)}
+        cmd = [sys.executable, "-m", "afd.runtime.worker_start", str(path)]
+        procs.append(subprocess.Popen(cmd, env=env))
+    codes = [proc.wait() for proc in procs]
+    errors = sorted(path.parent.glob(f"{path.name}.error.*"))
+    if errors or any(codes):
+        last = errors[0].read_text().strip().splitlines()[-1] if errors else "no traceback"
+        shard = errors[0].name.rsplit(".", 1)[-1] if errors else codes.index(max(codes))
+        raise RuntimeError(
+            f"the process of shard {shard} failed (exit codes {codes}): {last}; full output "
+            f"above, tracebacks in {path.parent}"
+        )
