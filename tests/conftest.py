@@ -20,7 +20,39 @@ CONF = ROOT / "conf"
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Under pytest-xdist (scripts/test.sh) the cores are shared between the workers: each computes
+# with its share, and so do the jobs and workers it starts (OMP_NUM_THREADS), instead of every
+# process spinning threads on every core.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+torch.set_num_threads(THREADS)
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+
+# The test files that take longest (`--durations`, 2 idle cores), slowest first: pytest-xdist
+# hands whole files to its workers in collection order (scripts/test.sh), so starting these
+# first lets the workers finish together instead of one ending on a long file alone.
+SLOWEST_FIRST = (
+    "test_real_model.py",
+    "test_distributed_stages.py",
+    "test_slurm.py",
+    "test_faults.py",
+    "test_cli.py",
+    "test_engines.py",
+    "test_strategies.py",
+    "test_adversarial.py",
+    "test_science.py",
+    "test_launch.py",
+    "test_sharding.py",
+    "test_frontier_study.py",
+    "test_divergence_study.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
+
 
 # A whole toy pipeline in seconds: few prompts, a very small model, short schedules.
 TINY = [
@@ -73,8 +105,13 @@ def compose_config(overrides: list[str], cache_dir: Path | None = None):
 
 @pytest.fixture(scope="session")
 def toy_cache(tmp_path_factory):
-    """One stage cache for the full-size synthetic-task runs, so they share pi0."""
-    return tmp_path_factory.mktemp("toy_cache")
+    """One stage cache for the full-size synthetic-task runs, so they share pi0: one for all
+    xdist workers (beside their own temporary folders), whose file locks let one worker
+    build what another waits for."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if WORKERS > 1 else base) / "toy_cache"
+    shared.mkdir(exist_ok=True)
+    return shared
 
 
 @pytest.fixture

@@ -244,11 +244,14 @@ class VLLMEngine:
         return {"_target_": qualified_name(self), "tensor_parallel_size": self.tensor_parallel_size}
 
     def environment(self, shard: int) -> dict[str, str]:
+        import torch
+
         env = {
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # the engine in its process, no more
             "VLLM_CPU_KVCACHE_SPACE": str(max(1, round(self.kv_cache_gib))),
-            # the cores shared between the engines, not each taking them all
-            "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // self.data_parallel_size)),
+            # the threads this process computes with, shared between the engines rather
+            # than each taking every core
+            "OMP_NUM_THREADS": str(max(1, torch.get_num_threads() // self.data_parallel_size)),
         }
         if self.data_parallel_size > 1:
             tp = self.tensor_parallel_size
