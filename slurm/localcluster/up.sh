@@ -172,7 +172,7 @@ DB_PASS=$(cat "$DB_PASS_FILE")
 
 # Node description: topology as slurmd detects it, CPUs from nproc, memory a bit
 # below the total so the node never drains for "Low RealMemory".
-NCPU=$(nproc)
+NCPU=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc would honour OMP_NUM_THREADS
 MEM_MB=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
 REAL_MEM=$((MEM_MB * 9 / 10))
 [[ $REAL_MEM -ge 256 ]] || REAL_MEM=256
