@@ -6,9 +6,10 @@ n=4,16,64` as typed with `sampling=hf`, then with `sampling=vllm`.
 
 Prints, per engine, the gold reward (mean +- standard error over held-out prompts) of pi0,
 pi_SFT and Best-of-n at each n, the reward model's accuracy, and each sweep's wall time; then
-which stage artifacts the two sweeps share and which each built for itself. Only the pools an
-engine draws (and what is computed from them: scores, the reward model trained on them,
-policy metrics) may differ; pi0 and pi_SFT must be shared.
+which stage artifacts the two sweeps share and which each built for itself. Only the pools
+an engine draws (and what is computed from them: scores, the reward model trained on them,
+policy metrics) may differ; pi0 and pi_SFT must be shared. The second sweep (vLLM) reuses pi0
+and pi_SFT from the first, so its wall time is not the engine's alone.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def main() -> None:
         (workdir / "cache").mkdir(parents=True, exist_ok=True)
         runs = {engine: sweep(engine, args.seed, workdir) for engine in ENGINES}
         print(f"+experiment=toy -m n={','.join(map(str, NS))}, seed {args.seed}\n")
-        print("| engine | gold pi0 | gold pi_SFT | " + " | ".join(f"BoN n={n}" for n in NS))
-        print("|---|---|---|" + "---|" * len(NS) + " RM accuracy | sweep wall |")
+        bon_columns = " | ".join(f"BoN n={n}" for n in NS)
+        print(f"| engine | gold pi0 | gold pi_SFT | {bon_columns} | RM accuracy | sweep wall |")
+        print("|---" * (len(NS) + 5) + "|")
         for engine, (wall, results) in runs.items():
             gold = results[NS[-1]]["gold"]
             bon = " | ".join(stat(results[n]["gold"]["bon"]) for n in NS)
