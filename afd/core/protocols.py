@@ -174,10 +174,11 @@ class ChecksPolicy(Protocol):
 # -- stages and recipes --------------------------------------------------------------------
 @runtime_checkable
 class ShardedStage(Protocol):
-    """A stage whose work splits over the tasks of a multi-task job (SLURM, one task per
-    device): every task builds one shard, then task 0 joins them into the artifact."""
+    """A stage whose work splits over devices (the tasks of a multi-task SLURM job, or one
+    process per GPU of one node): each builds one shard, then the job joins them into the
+    artifact."""
 
-    shards: int  # the tasks it splits over; 1: built whole by `build`
+    shards: int  # the devices it splits over; 1: built whole by `build`
 
     def build_shard(self, shard_dir: Path, ctx: Any, inputs: dict[str, Path], shard: int) -> None:
         """Write shard number `shard` of the artifact under `shard_dir`."""

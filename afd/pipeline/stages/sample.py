@@ -6,8 +6,9 @@ own (EOS or a stop string) or ran into `max_new_tokens`, and the token ids the e
 with their summed log-probability under the policy (`logprob`): KL estimates read log pi off
 the pool and score the same ids under a reference, with no second pass of the policy.
 
-In a multi-task job (`shards` > 1) every task samples a contiguous shard of the prompts on its
-own device and task 0 joins the shards in prompt order (afd/runtime/sharding.py). vLLM seeds
+Over several devices (`shards` > 1: the tasks of a multi-task job, or one process per GPU of
+one node) each samples a contiguous shard of the prompts on its own device and the job joins
+the shards in prompt order (afd/runtime/sharding.py). vLLM seeds
 each prompt by its index in the whole pool, so its pools do not depend on the split; the `hf`
 engine seeds each batch, so its pools do, and `shards` is in the key.
 """
@@ -38,7 +39,7 @@ class SampleStage:
     num_samples: int
     num_prompts: int | None
     seed: int
-    shards: int = 1  # tasks of a multi-task job that sample a shard each
+    shards: int = 1  # devices (tasks, or processes of one node) that sample a shard each
 
     def fingerprint(self) -> dict:
         """Its fields; `shards` only when it splits the work (so whole pools keep their key)."""

@@ -2,9 +2,10 @@
 demonstrations.
 
 Scores are cached like any artifact, so a golden reward model or a reward model scores each
-pool once per sweep, whatever n each job asks for. In a multi-task job (`shards` > 1) every
-task scores a contiguous shard of the rows on its own device and task 0 joins them
-(afd/runtime/sharding.py); scores do not depend on the split, so `shards` is not in the key.
+pool once per sweep, whatever n each job asks for. Over several devices (`shards` > 1: the
+tasks of a multi-task job, or one process per GPU of one node) each scores a contiguous shard
+of the rows on its own device and the job joins them (afd/runtime/sharding.py); scores do not
+depend on the split, so `shards` is not in the key.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class ScoreStage:
     rows: str
     scorer: str
     num_prompts: int | None = None
-    shards: int = 1  # tasks of a multi-task job that score a shard each
+    shards: int = 1  # devices (tasks, or processes of one node) that score a shard each
 
     @property
     def reads(self) -> tuple[str, ...]:
