@@ -115,13 +115,21 @@ def build_shard(out_dir: Path, stage: ShardedStage, shard_dir: Path, ctx, inputs
     return {}
 
 
+def first_shard_error(call: Path) -> tuple[str, str] | None:
+    """(shard, last line of its traceback) of the first shard that recorded an error beside
+    the call file; None when none did."""
+    errors = sorted(call.parent.glob(f"{call.name}.error.*"))
+    if not errors:
+        return None
+    return errors[0].name.rsplit(".", 1)[-1], errors[0].read_text().strip().splitlines()[-1]
+
+
 def wait_for_shards(shard_dir: Path, shards: int, call: Path, poll_s: float = 0.5) -> None:
     """Until every task marked its shard done; raises with the first task's error instead."""
     while True:
-        errors = sorted(call.parent.glob(f"{call.name}.error.*"))
-        if errors:
-            last = errors[0].read_text().strip().splitlines()[-1]
-            raise RuntimeError(f"task {errors[0].name.rsplit('.', 1)[-1]} failed its shard: {last}")
+        error = first_shard_error(call)
+        if error:
+            raise RuntimeError(f"task {error[0]} failed its shard: {error[1]}")
         if all(shard_folder(shard_dir, i).with_suffix(DONE).exists() for i in range(shards)):
             return
         time.sleep(poll_s)
@@ -184,10 +192,9 @@ def run_on_devices(path: Path, devices: list[str], trainer: dict) -> None:
         cmd = [sys.executable, "-m", "afd.runtime.worker_start", str(path)]
         procs.append(subprocess.Popen(cmd, env=env))
     codes = [proc.wait() for proc in procs]
-    errors = sorted(path.parent.glob(f"{path.name}.error.*"))
-    if errors or any(codes):
-        last = errors[0].read_text().strip().splitlines()[-1] if errors else "no traceback"
-        shard = errors[0].name.rsplit(".", 1)[-1] if errors else codes.index(max(codes))
+    error = first_shard_error(path)
+    if error or any(codes):
+        shard, last = error or (codes.index(max(codes)), "no traceback")
         raise RuntimeError(
             f"the process of shard {shard} failed (exit codes {codes}): {last}; full output "
             f"above, tracebacks in {path.parent}"
