@@ -117,7 +117,8 @@ def processes_mentioning(text: str) -> list[int]:
 @pytest.mark.slow
 def test_workers_die_with_their_job(tmp_path):
     """trainer=ddp trains in two worker processes; killing only the job's own process (not its
-    group) must not leave them training, and a rerun then builds the stage cleanly."""
+    group) must not leave them training, and a rerun then builds the stage cleanly (in its own
+    process: the trainer is not part of a stage's key, and the lock must be free)."""
     cache = tmp_path / "cache"
     proc = start(tmp_path / "killed", cache, "trainer=ddp")
     for text in proc.stdout:
@@ -133,5 +134,6 @@ def test_workers_die_with_their_job(tmp_path):
     while processes_mentioning(str(cache)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not processes_mentioning(str(cache)), "orphaned workers still running"
-    finish(start(tmp_path / "rerun", cache, "trainer=ddp"))
+    assert not list((cache / "pretrain").glob("*/manifest.json"))  # killed before publishing
+    finish(start(tmp_path / "rerun", cache))
     assert built(cache)["pretrain"] == 1
