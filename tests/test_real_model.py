@@ -33,18 +33,18 @@ REDUCED = [
     "logger=none",
     "progress=false",
     f"data.task.path={HH_DIR}",
-    "data.task.num_train_prompts=32",
+    "data.task.num_train_prompts=48",
     "data.task.num_heldout_prompts=4",
     "data.lengths.max_prompt_tokens=64",
     "data.lengths.max_response_tokens=24",
     "data.max_new_tokens=16",
-    # a schedule that visibly moves pi0 in four steps, so the Init-SFT classifier has a
-    # difference to learn; one epoch over 48 rows, judged on 16 it never saw
+    # a schedule that visibly moves pi0 in six steps, so the Init-SFT classifier has a
+    # difference to learn; one epoch over 72 rows, judged on 24 it never saw
     "sft.schedule.epochs=1",
     "sft.schedule.batch_size=8",
     "sft.optim.lr=3e-4",
     "sft.optim.warmup_steps=0",
-    "rm.num_prompts=32",
+    "rm.num_prompts=48",
     "rm.schedule.epochs=1",
     "rm.schedule.batch_size=8",
     "rm.optim.lr=5e-5",
@@ -124,7 +124,7 @@ def test_every_stage_runs_on_the_real_model_with_numbers_that_hold(harmless):
     assert 0 <= results["judge_accuracy"] <= 1
     data = DataDir(art["data"])
     heldout = data.examples("heldout")
-    assert len(heldout) == 4 and len(data.examples("train")) == 32
+    assert len(heldout) == 4 and len(data.examples("train")) == 48
 
     # SFT moved the policy towards the held-out demonstrations it never saw
     tok = load_tokenizer(art["sft"])
@@ -133,11 +133,11 @@ def test_every_stage_runs_on_the_real_model_with_numbers_that_hold(harmless):
     init = sequence_logprobs(load_policy(art["init"], tok), tok, rows, LENGTHS)
     assert sft.mean() > init.mean() + 5  # nats per held-out demonstration (15 measured)
 
-    # the Init-SFT reward model is judged on rows it did not train on; from 48 rows it is no
+    # the Init-SFT reward model is judged on rows it did not train on; from 72 rows it is no
     # better than a coin there (the experiment's own figure, from more rows, is in the README),
     # so this size asserts only that it is measured and not worse
     reward = json.loads((Path(art["reward"]) / "manifest.json").read_text())["metrics"]
-    assert reward["val_rows"] >= 16 and results["rm_accuracy"] >= 0.5
+    assert reward["val_rows"] >= 20 and results["rm_accuracy"] >= 0.5
 
     # replies stop: at EOS or at the next turn, never writing it (16 new tokens cut the rest)
     pool = read_samples(art["sample/sft/heldout"])
