@@ -2,8 +2,10 @@
 
 A decoding loop over a Hugging Face KV cache, written for many samples per prompt on few
 cores: each distinct prompt is read once and its cache copied to its samples (the prefix is
-shared, as inference engines share it); a row that ends leaves the batch, so the steps after
-it cost only the rows still writing; tokens are drawn by Gumbel-max on uniform noise from a
+shared, as inference engines share it); the cache has room for the reply from the start, so a
+step writes its own token rather than copying the cache; rows that end leave the batch once
+they are an eighth of it (each removal copies the cache), so later steps cost little more than
+the rows still writing; tokens are drawn by Gumbel-max on uniform noise from a
 stream the caller owns (several times faster than `torch.multinomial` on CPU). It honours
 every SamplingSetting: temperature (0: greedy), top-k, top-p, `max_new_tokens`, stop strings
 (a row whose text writes one ends there) and banned tokens, EOS included. It returns each
@@ -20,8 +22,10 @@ import torch
 
 from afd.models.attention import grouped_attention
 from afd.models.batching import pad_batch
+from afd.models.generation.reserved_cache import reserve
 from afd.models.generation.settings import SamplingSettings
 
+COMPACT_SHARE = 1 / 8  # ended rows leave the batch once they are this share of it
 STOP_WINDOW = 16  # tokens decoded at a row's end to look for a stop string
 
 
@@ -82,6 +86,7 @@ class KVSampler:
             use_cache=True,
         )
         cache = out.past_key_values
+        reserve(cache, cfg.max_new_tokens)  # each step writes its token in place
         logits = out.logits[:, -1, :].float()
         if num_samples > 1:  # every sample of a prompt starts from the prompt's one cache
             cache.batch_repeat_interleave(num_samples)
@@ -90,29 +95,34 @@ class KVSampler:
         position = batch["position_ids"][:, -1].to(device).repeat_interleave(num_samples, 0)
         rows = len(prompts) * num_samples
         drawn = [Drawn([], [], "length") for _ in range(rows)]
-        active = torch.arange(rows)
+        at = torch.arange(rows)  # the row of `drawn` at each position of the batch
+        running = torch.arange(rows)  # positions of the rows still writing
         for _ in range(cfg.max_new_tokens):
-            logp = torch.log_softmax(logits, -1)  # the policy's own, before bans and filters
-            logits[:, self.banned] = -float("inf")
+            live = logits if len(running) == len(at) else logits[running]
+            logp = torch.log_softmax(live, -1)  # the policy's own, before bans and filters
+            live[:, self.banned] = -float("inf")
             if cfg.greedy:
-                nxt = logits.argmax(-1)
+                nxt = live.argmax(-1)
             else:
-                scaled = filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p)
+                scaled = filter_logits(live / cfg.temperature, cfg.top_k, cfg.top_p)
                 u = uniform(tuple(scaled.shape)).to(device).clamp_(1e-20, 1.0)
                 nxt = (scaled - torch.log(-torch.log(u))).argmax(-1)
             chosen = logp.gather(-1, nxt[:, None]).squeeze(-1)
-            keep = self._record(drawn, active, nxt.tolist(), chosen.tolist())
+            keep = self._record(drawn, at[running], nxt.tolist(), chosen.tolist())
             if not keep:
                 break
-            if len(keep) < len(active):  # rows that ended leave the batch
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                nxt, mask, position = nxt[index], mask[index], position[index]
-                active = active[keep]
+            keep = torch.tensor(keep)
+            running, nxt = running[keep], nxt[keep]
+            if len(at) - len(running) >= COMPACT_SHARE * len(at):  # ended rows leave the batch
+                cache.batch_select_indices(running.to(device))
+                mask, position, at = mask[running], position[running], at[running]
+                running = torch.arange(len(running))
+            step = nxt.new_full((len(at),), self.pad_id)  # rows that ended idle on padding
+            step[running] = nxt
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             position = position + 1
             out = model(
-                input_ids=nxt[:, None],
+                input_ids=step[:, None],
                 attention_mask=mask,
                 position_ids=position[:, None],
                 past_key_values=cache,
