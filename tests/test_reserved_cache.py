@@ -16,7 +16,8 @@ from afd.models.generation.settings import SamplingSettings
 
 def states(rows, length, seed):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(rows, 2, length, 4, generator=g), torch.randn(rows, 2, length, 4, generator=g)
+    keys = torch.randn(rows, 2, length, 4, generator=g)
+    return keys, torch.randn(rows, 2, length, 4, generator=g)
 
 
 def test_a_reserved_layer_holds_what_a_dynamic_layer_holds():
