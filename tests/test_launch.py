@@ -180,7 +180,7 @@ def test_follower_runs_every_published_call_then_stops(tmp_path, monkeypatch):
     slurm_task(monkeypatch, rank=1)
     assert ranks.is_follower() and ranks.slurm_tasks() == 2
     ran = []
-    monkeypatch.setattr(following, "run_worker", lambda path: ran.append(path.name))
+    monkeypatch.setattr(following, "run_call", lambda path: ran.append(path.name))
     leader = ranks.Leader(ranks.rendezvous_dir(tmp_path))
     assert leader.directory == tmp_path.resolve() / ".ranks" / "77.0.0"
 

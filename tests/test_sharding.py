@@ -161,3 +161,29 @@ def test_a_failed_shard_process_names_its_shard_and_its_error(tmp_path, monkeypa
     with pytest.raises(RuntimeError, match="shard 1 failed.*shard one cannot be built"):
         run_sharded(FailsOnShardOne(), tmp_path / "out", None, {}, {"accelerator": "cpu"})
     assert not (tmp_path / "out.shards").exists() and not (tmp_path / "out.launch").exists()
+
+
+def test_a_follower_tasks_failed_shard_is_named_by_task_zero(tmp_path, monkeypatch):
+    """Under SLURM every task builds its shard in its own process; task 0 names the error of
+    the follower's, which gives up instead of waiting for more calls."""
+    for key, value in {
+        "SLURM_NTASKS": "2",
+        "SLURM_JOB_ID": "92",
+        "SLURM_JOB_NAME": "train",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    env = {**os.environ, "SLURM_PROCID": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    follow = f"from afd.runtime.follow import follow; follow({str(tmp_path)!r})"
+    follower = subprocess.Popen([sys.executable, "-c", follow], env=env, stderr=subprocess.PIPE)
+    try:
+        with ranks.leading(tmp_path):
+            with pytest.raises(
+                RuntimeError, match="task 1 failed its shard: ValueError: shard one"
+            ):
+                run_sharded(FailsOnShardOne(), tmp_path / "out", None, {}, {"accelerator": "cpu"})
+        assert follower.wait(timeout=120) != 0
+        assert b"shard one cannot be built" in follower.stderr.read()
+    finally:
+        follower.kill()
+    assert not (tmp_path / "out.shards").exists()

@@ -17,3 +17,20 @@ def inference_device() -> torch.device:
     if chosen:
         return torch.device(chosen)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def visible_devices_value(device: str | torch.device) -> str:
+    """The `CUDA_VISIBLE_DEVICES` that shows a child process only `device` (a GPU of those this
+    process sees), as its `cuda:0`."""
+    index = torch.device(device).index or 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return visible.split(",")[index] if visible else str(index)
+
+
+def release_memory() -> None:
+    """Give the memory of dropped models back (to the GPU, for the next stage's process)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

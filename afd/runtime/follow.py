@@ -1,6 +1,7 @@
 """A follower task's whole job under SLURM (one task per device): run its rank of every
-training stage, and its shard of every sharded stage (sample pools), that task 0 publishes, in
-order, and nothing else (afd/runtime/ranks.py, afd/runtime/sharding.py)."""
+training stage (in worker processes), and its shard of every sharded stage (sample pools and
+their scores, in this process), that task 0 publishes, in order, and nothing else
+(afd/runtime/ranks.py, afd/runtime/sharding.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from afd.runtime.ranks import (
     slurm_tasks,
     task_rank,
 )
-from afd.runtime.workers import run_worker
+from afd.runtime.workers import run_call
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def follow(cache_dir, stale_s: float = STALE_S) -> int:
     while True:
         call = call_path(directory, index)
         if call.exists():
-            run_worker(call)
+            run_call(call)
             index += 1
             beat, last_change = None, time.monotonic()
             continue

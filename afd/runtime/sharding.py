@@ -2,8 +2,9 @@
 
 Two ways, one mechanism: in a multi-task SLURM job (one task per device, any number of nodes)
 task 0 publishes the stage's shard call like a training stage's (afd/runtime/ranks.py) and every
-task builds its shard; in a job on one node with several GPUs (`trainer.devices=K`) the job
-starts one process per GPU itself. Each builds its shard on its own device; the job waits for
+task builds its shard in its own process (no worker to start: inference needs no process
+group); in a job on one node with several GPUs (`trainer.devices=K`) the job starts one
+process per GPU itself. Each builds its shard on its own device; the job waits for
 all of them and joins them in order.
 
 Used for sample pools and scores (afd/pipeline/stages/sample.py, score.py), the largest
@@ -21,14 +22,16 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from afd.core.protocols import ShardedStage
+from afd.models.devices import visible_devices_value
 from afd.runtime import ranks
 from afd.runtime.workers import (
     StageCall,
     remove_call_files,
-    run_worker,
+    run_here,
     swap_loggers,
     worker_env,
     write_call,
@@ -82,18 +85,22 @@ def shard_folder(shard_dir: Path, shard: int) -> Path:
     return shard_dir / f"{shard:04d}"
 
 
-def own_device() -> None:
-    """Give this task its node-local device: SLURM may show every task all of a node's GPUs."""
-    local = int(os.environ.get("SLURM_LOCALID", "0"))
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:
-        devices = visible.split(",")
-    else:
-        import torch
+@contextmanager
+def task_device():
+    """This task's node-local GPU for the inference in its block (SLURM may show every task all
+    of a node's GPUs): `AFD_INFERENCE_DEVICE` names it unless it names a device already."""
+    import torch
 
-        devices = [str(i) for i in range(torch.cuda.device_count())]
-    if len(devices) > 1:
-        os.environ["CUDA_VISIBLE_DEVICES"] = devices[local % len(devices)]
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if os.environ.get("AFD_INFERENCE_DEVICE") or count < 2:
+        yield
+        return
+    local = int(os.environ.get("SLURM_LOCALID", "0"))
+    os.environ["AFD_INFERENCE_DEVICE"] = f"cuda:{local % count}"
+    try:
+        yield
+    finally:
+        os.environ.pop("AFD_INFERENCE_DEVICE", None)
 
 
 def this_shard() -> int:
@@ -104,11 +111,12 @@ def this_shard() -> int:
 
 
 def build_shard(out_dir: Path, stage: ShardedStage, shard_dir: Path, ctx, inputs) -> dict:
-    """One task's part (run in its worker): its shard, then a marker that it is complete."""
+    """One task's part (in the task's own process, or in a process per device): its shard,
+    then a marker that it is complete."""
     shard = this_shard()
-    own_device()
     start = time.perf_counter()
-    stage.build_shard(shard_dir, ctx, inputs, shard)
+    with task_device():
+        stage.build_shard(shard_dir, ctx, inputs, shard)
     seconds = time.perf_counter() - start
     shard_folder(shard_dir, shard).with_suffix(DONE).write_text(f"{seconds:.3f}")
     log.info("task %d: built shard %d of %d in %s", shard, shard, stage.shards, shard_dir)
@@ -143,7 +151,7 @@ def run_sharded(stage: ShardedStage, out_dir: Path, ctx, inputs: dict[str, Path]
     shard_dir.mkdir(parents=True)
     loggers: dict = {}
     args = swap_loggers((stage, shard_dir, ctx, inputs), loggers)
-    call = StageCall(build_shard, Path(out_dir), args, {}, trainer)
+    call = StageCall(build_shard, Path(out_dir), args, {}, trainer, fresh_processes=False)
     leader = ranks.leader()
     if leader is not None:
         path = leader.next_call()
@@ -155,7 +163,7 @@ def run_sharded(stage: ShardedStage, out_dir: Path, ctx, inputs: dict[str, Path]
     log.info("%s: one shard on each of %s: %s", type(stage).__name__, where, path)
     try:
         if leader is not None:
-            run_worker(path)  # task 0's own shard
+            run_here(path, call)  # task 0's own shard
             wait_for_shards(shard_dir, stage.shards, path)
         else:
             run_on_devices(path, local_devices(trainer)[: stage.shards], trainer)
@@ -175,10 +183,7 @@ def device_env(device: str) -> dict[str, str]:
     this process sees) as its `cuda`, or the CPU."""
     if not device.startswith("cuda"):
         return {"AFD_INFERENCE_DEVICE": device}
-    index = int(device.partition(":")[2] or 0)
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    physical = visible.split(",")[index] if visible else str(index)
-    return {"CUDA_VISIBLE_DEVICES": physical, "AFD_INFERENCE_DEVICE": "cuda"}
+    return {"CUDA_VISIBLE_DEVICES": visible_devices_value(device), "AFD_INFERENCE_DEVICE": "cuda"}
 
 
 def run_on_devices(path: Path, devices: list[str], trainer: dict) -> None:

@@ -4,6 +4,9 @@
 Lightning re-runs that same command for the other local ranks. Only global rank 0 writes the
 artifact and then, last, a result file (the stage's metrics and logged history) that the job
 reads back and replays into its tracker.
+
+A call that needs no process group (a shard of a sample pool or of its scores,
+afd/runtime/sharding.py) runs in the task's own process instead: `run_call` picks the way.
 """
 
 from __future__ import annotations
@@ -50,13 +53,19 @@ class LoggerSlot:
 
 @dataclass
 class StageCall:
-    """A training stage's build call, pickled for its worker processes."""
+    """A stage's build call, pickled for its worker processes or for follower tasks.
+
+    `fresh_processes`: training needs processes of its own (Lightning sets up a process group
+    and the device in them); inference does not, and a worker's start-up (seconds of imports,
+    per task, per pool) would cost more than a small shard itself.
+    """
 
     fn: Callable[..., Any]
     out_dir: Path
     args: tuple
     kwargs: dict
     trainer: dict
+    fresh_processes: bool = True
 
 
 def swap_loggers(values, loggers: dict):
@@ -120,6 +129,31 @@ def leave_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def run_call(path: Path) -> None:
+    """This task's part of the call in `path`: in fresh worker processes, or here."""
+    call: StageCall = pickle.loads(path.read_bytes())
+    if call.fresh_processes:
+        run_worker(path)
+    else:
+        run_here(path, call)
+
+
+def run_here(path: Path, call: StageCall) -> None:
+    """This task's part of `call` in this process, its memory given back after it; an error is
+    recorded beside the call, as a worker records it, for task 0 to name, and raised."""
+    from afd.models.devices import release_memory
+
+    args, kwargs = swap_loggers(call.args, {}), swap_loggers(call.kwargs, {})
+    try:
+        call.fn(call.out_dir, *args, **kwargs)
+    except BaseException:
+        rank = _this_rank()
+        path.with_name(f"{path.name}.error.{rank}").write_text(traceback.format_exc())
+        raise
+    finally:
+        release_memory()
 
 
 def run_worker(path: Path) -> None:

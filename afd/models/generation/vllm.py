@@ -18,7 +18,6 @@ per GPU (or per `tensor_parallel_size` GPUs), sample shards of the prompts side 
 from __future__ import annotations
 
 import atexit
-import gc
 import importlib.util
 import multiprocessing
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from afd.core.config import qualified_name
 from afd.core.errors import ConfigError
+from afd.models.devices import inference_device, release_memory, visible_devices_value
 from afd.models.generation.hf import banned_ids
 from afd.models.generation.settings import Completion, SamplingSettings, cut_at_stop
 from afd.models.loading import attention_head_size
@@ -80,7 +80,7 @@ def serve(conn, env: dict) -> None:
                 continue
             if request[0] == "unload":
                 llm = None
-                release()
+                release_memory()
                 conn.send(("ready", None))
                 continue
             _, prompts, first, num_samples, seed, bias, cfg, eos = request
@@ -111,15 +111,6 @@ def serve(conn, env: dict) -> None:
         conn.send(("error", traceback.format_exc()))
     finally:
         conn.close()
-
-
-def release() -> None:
-    """Give a dropped vLLM engine's memory back."""
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 class EngineProcess:
@@ -256,6 +247,9 @@ class VLLMEngine:
         if self.data_parallel_size > 1:
             tp = self.tensor_parallel_size
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(shard * tp + i) for i in range(tp))
+        elif self.tensor_parallel_size == 1 and inference_device().index is not None:
+            # the one GPU this process infers on: a task's own (afd/runtime/sharding.py)
+            env["CUDA_VISIBLE_DEVICES"] = visible_devices_value(inference_device())
         return env
 
     @contextmanager
