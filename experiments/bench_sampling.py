@@ -9,8 +9,11 @@ Prints, per model and engine: generated tokens per second of wall time and per C
 (CPU time of this process and its children, all threads: the vLLM engine's own process
 counts), engine start-up apart (loading the model, building the engine; for vLLM both the
 cold start of a new engine process and the warm start of the process a job keeps between
-stages on CPU), and the ratios to the per-prompt pattern. Runs unchanged on a GPU, where the engines
-sample on it (AFD_INFERENCE_DEVICE chooses).
+stages on CPU), and the ratios to the per-prompt pattern. Then the ceiling: the tokens/s of one
+decode step's matrix multiplies alone (every linear layer and the output head at prompts x n
+rows, the fastest kernel available: torch's, or the oneDNN one vLLM's CPU build uses), which
+no engine can pass in this dtype on this machine, and each engine's share of it. Runs
+unchanged on a GPU, where the engines sample on it (AFD_INFERENCE_DEVICE chooses).
 """
 
 from __future__ import annotations
@@ -175,7 +178,7 @@ def run_vllm(path: Path, prompts, n: int, settings: SamplingSettings, lengths) -
     """Opened twice on the same model: the first start-up is cold (a new engine process,
     vLLM imported, the model loaded), the second warm (the process a job keeps between its
     stages on CPU, the model loaded again); the pool is drawn on the second."""
-    from afd.models.generation.vllm import VLLMEngine
+    from afd.models.generation.vllm import VLLMEngine, close_kept_engines
     from afd.models.options import LoadOptions
 
     if not VLLMEngine.available():
@@ -188,6 +191,7 @@ def run_vllm(path: Path, prompts, n: int, settings: SamplingSettings, lengths) -
         kv_cache_gib=2.0,
         enforce_eager=True,
     )
+    close_kept_engines()  # an earlier model's engine process would make this start warm
     start = clock()
     with engine.open(path, LoadOptions(), settings, progress=False):
         cold = since(start)
@@ -208,6 +212,83 @@ def run_vllm(path: Path, prompts, n: int, settings: SamplingSettings, lengths) -
     }
 
 
+def linear_weights(model) -> list[torch.Tensor]:
+    """Every matrix the model multiplies its hidden states by at each decoded token, as
+    (out, in): the linear layers, GPT-2's Conv1D ones (stored (in, out)) and the output head."""
+    from transformers.pytorch_utils import Conv1D
+
+    weights = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            weights.append(module.weight.detach())
+        elif isinstance(module, Conv1D):
+            weights.append(module.weight.detach().t().contiguous())
+    return weights
+
+
+def gemm_kernels(device: torch.device) -> dict:
+    """The matrix-multiply kernels an engine can use here, each a function of a weight that
+    returns its multiply: torch's own, and on CPU the oneDNN kernel that vLLM's CPU build runs
+    its linear layers with."""
+
+    def torch_linear(w):
+        return lambda x: torch.nn.functional.linear(x, w)
+
+    kernels = {"torch": torch_linear}
+    if device.type == "cpu":
+        try:
+            from vllm import _custom_ops as ops
+        except Exception:  # vLLM absent, or a build without its CPU kernels
+            return kernels
+        if getattr(ops, "_supports_onednn", False):
+
+            def onednn_linear(w):
+                handler = ops.create_onednn_mm(w.t(), 32)
+                return lambda x: ops.onednn_mm(handler, x, None)
+
+            kernels["oneDNN"] = onednn_linear
+    return kernels
+
+
+def run_gemm_ceiling(path: Path, rows: int, repeats: int = 5) -> dict:
+    """The most tokens/s any engine could decode at `rows` sequences at once in this dtype on
+    this machine: one step's matrix multiplies (every linear layer and the output head),
+    timed alone, best of `repeats`, with no attention, sampling or bookkeeping; the fastest
+    kernel available. A ceiling, not a forecast: prefill, attention over the context and
+    rows that end (smaller multiplies) all come on top."""
+    from afd.models.devices import inference_device
+    from afd.models.loading import load_policy
+    from afd.models.tokenizers import load_tokenizer
+
+    device = inference_device()
+    tok = load_tokenizer(path)
+    weights = [w.to(device) for w in linear_weights(load_policy(path, tok))]
+    flops = 2 * rows * sum(w.numel() for w in weights)
+    inputs = {w.shape[1]: torch.randn(rows, w.shape[1], device=device) for w in weights}
+    best = {}
+    with torch.no_grad():
+        for name, kernel in gemm_kernels(device).items():
+            calls = [(kernel(w), inputs[w.shape[1]]) for w in weights]
+            times = []
+            for _ in range(repeats + 1):  # the first warms caches and kernels up
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                for call, x in calls:
+                    call(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - start)
+            best[name] = min(times[1:])
+    kernel = min(best, key=best.get)
+    return {
+        "tokens_per_s": rows / best[kernel],
+        "gflops": flops / best[kernel] / 1e9,
+        "kernel": kernel,
+        "all": {k: flops / t / 1e9 for k, t in best.items()},
+    }
+
+
 ENGINES = {"vllm": run_vllm, "hf": run_hf, "per_prompt": run_per_prompt}
 MODELS = {"tiny_gpt2": tiny_gpt2, "smollm2": smollm2}
 
@@ -219,6 +300,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument(
+        "--no-ceiling",
+        dest="ceiling",
+        action="store_false",
+        help="skip timing the model's matrix multiplies alone (the throughput ceiling)",
+    )
     args = parser.parse_args()
     print(
         f"machine: {cpu_name()}, {os.cpu_count()} CPU cores, torch threads "
@@ -247,6 +334,18 @@ def main() -> None:
                     f"{r['wall_s']:.1f} s; start-up {r['startup_s']:.1f} s"
                     + (f" (cold: {r['cold_startup_s']:.1f} s)" if "cold_startup_s" in r else "")
                 )
+            if args.ceiling:
+                c = run_gemm_ceiling(path, len(prompts) * args.n)
+                print(
+                    f"  {'ceiling':<11} {c['tokens_per_s']:8.1f} tokens/s wall: one decode "
+                    f"step's matrix multiplies alone at {len(prompts) * args.n} rows, "
+                    f"{c['gflops']:.0f} GFLOP/s ({c['kernel']}; "
+                    + ", ".join(f"{k} {g:.0f}" for k, g in c["all"].items())
+                    + ")"
+                )
+                for engine, r in results.items():
+                    share = r["tokens"] / r["wall_s"] / c["tokens_per_s"]
+                    print(f"  {engine} / ceiling: {share:.2f}")
             base = results.get("per_prompt")
             for engine, r in results.items():
                 if base and engine != "per_prompt":

@@ -297,7 +297,8 @@ class VLLMEngine:
 
 
 @atexit.register
-def _close_kept() -> None:
+def close_kept_engines() -> None:
+    """Ends the engine processes kept between stages on CPU: the next stage starts cold."""
     for engine in _kept.values():
         engine.close()
     _kept.clear()
