@@ -275,8 +275,16 @@ class VLLMEngine:
         }
         if keep:
             # vLLM's CPU build cannot rewind a seeded request's generator when a prefill is
-            # split over steps, so prefills go whole (and a step takes at least one)
-            options |= {"enable_chunked_prefill": False, "max_num_batched_tokens": 16384}
+            # split over steps, so prefills go whole (and a step takes at least one). The n
+            # samples of a prompt share its cached blocks only where they are full: at the
+            # CPU default of 128 tokens a dialogue prompt of ~60 is prefilled once per sample
+            # (SmolLM2, 16 x 16: 2.5 TFLOP of prefill for 0.26 of prompts, 18 s of 70); 32,
+            # the smallest CPU attention takes, draws the same pool 1.25x faster
+            options |= {
+                "enable_chunked_prefill": False,
+                "max_num_batched_tokens": 16384,
+                "block_size": 32,
+            }
         engines = []
         try:
             for shard in range(self.data_parallel_size):
