@@ -35,7 +35,7 @@ REDUCED = [
     f"data.task.path={HH_DIR}",
     "data.task.num_train_prompts=48",
     "data.task.num_heldout_prompts=4",
-    "data.lengths.max_prompt_tokens=64",
+    "data.lengths.max_prompt_tokens=48",
     "data.lengths.max_response_tokens=24",
     "data.max_new_tokens=16",
     # a schedule that visibly moves pi0 in six steps, so the Init-SFT classifier has a
@@ -57,7 +57,7 @@ REDUCED = [
     "eval.init_samples_per_prompt=2",
     "model@gold.backbone=smollm2_135m",
     "gold.num_pairs=64",
-    "gold.max_length=96",
+    "gold.max_length=64",
 ]
 
 
