@@ -25,10 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
+from afd.models.generation.vllm import CPU_OPTIONS  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--block-size", type=int, default=CPU_OPTIONS["block_size"])
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64)
@@ -62,9 +64,7 @@ def main() -> None:
             enforce_eager=True,
             seed=0,
             enable_prefix_caching=True,
-            enable_chunked_prefill=False,
-            max_num_batched_tokens=16384,
-            block_size=args.block_size,
+            **CPU_OPTIONS | {"block_size": args.block_size},
         )
         tok = load_tokenizer(path)
         prompts, _ = bench_sampling.prompts_and_pairs(args.prompts)

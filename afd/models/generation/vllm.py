@@ -55,6 +55,15 @@ def completion(output, eos: int, stops) -> Completion:
     return Completion(text.strip(), by_eos or by_stop or cut, len(body), ids, logprob)
 
 
+# Engine options on CPU. vLLM's CPU build cannot rewind a seeded request's generator when a
+# prefill is split over steps, so prefills go whole (and a step takes at least one). The n
+# samples of a prompt share its cached blocks only where they are full: at the CPU default of
+# 128 tokens a dialogue prompt of ~60 is prefilled once per sample (SmolLM2, 16 x 16: 2.5 TFLOP
+# of prefill for about 0.33 of prompts); 32, the smallest CPU attention takes, draws the same
+# pool 1.19x faster (experiments/profile_vllm_gemms.py).
+CPU_OPTIONS = {"enable_chunked_prefill": False, "max_num_batched_tokens": 16384, "block_size": 32}
+
+
 def serve(conn, env: dict) -> None:
     """An engine process: load a model on ("load", path, load, options), answer generate
     requests, drop it on ("unload",); None ends the process. vLLM is imported once for all
@@ -274,17 +283,7 @@ class VLLMEngine:
             "enforce_eager": self.enforce_eager,
         }
         if keep:
-            # vLLM's CPU build cannot rewind a seeded request's generator when a prefill is
-            # split over steps, so prefills go whole (and a step takes at least one). The n
-            # samples of a prompt share its cached blocks only where they are full: at the
-            # CPU default of 128 tokens a dialogue prompt of ~60 is prefilled once per sample
-            # (SmolLM2, 16 x 16: 2.5 TFLOP of prefill for 0.26 of prompts, 18 s of 70); 32,
-            # the smallest CPU attention takes, draws the same pool 1.25x faster
-            options |= {
-                "enable_chunked_prefill": False,
-                "max_num_batched_tokens": 16384,
-                "block_size": 32,
-            }
+            options |= CPU_OPTIONS
         engines = []
         try:
             for shard in range(self.data_parallel_size):
