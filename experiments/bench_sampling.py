@@ -5,14 +5,18 @@ former best-of-n sampler), on the same model, prompts, n and lengths.
     python experiments/bench_sampling.py                     # tiny GPT-2 and SmolLM2-135M
     python experiments/bench_sampling.py --models smollm2 --prompts 16 --n 16 --tokens 64
 
-Prints, per model and engine: generated tokens per second of wall time and per CPU-second
-(CPU time of this process and its children, all threads: the vLLM engine's own process
-counts), engine start-up apart (loading the model, building the engine; for vLLM both the
-cold start of a new engine process and the warm start of the process a job keeps between
-stages on CPU), and the ratios to the per-prompt pattern. Then the ceiling: the tokens/s of one
-decode step's matrix multiplies alone (every linear layer and the output head at prompts x n
-rows, the fastest kernel available: torch's, or the oneDNN one vLLM's CPU build uses), which
-no engine can pass in this dtype on this machine, and each engine's share of it. Runs
+Each engine, once open, draws the pool `--draws` times (2 by default, seeds 0, 1, ...): the
+first pool also pays one-off work (vLLM compiles its log-probability rank kernel, kernels are
+built for new shapes), the later pools run at the rate a job's later pools get, since a job
+keeps its engines between stages. Prints, per model and engine: generated tokens per second of
+wall time and per CPU-second (CPU time of this process and its children, all threads: the vLLM
+engine's own process counts) of the first pool and of the later ones, engine start-up apart
+(loading the model, building the engine; for vLLM both the cold start of a new engine process
+and the warm start of the process a job keeps between stages on CPU), and the ratios between
+engines, first pools and later pools apart. Then the ceiling: the tokens/s of one decode step's
+matrix multiplies alone (every linear layer and the output head at prompts x n rows, the
+fastest kernel available: torch's, or the oneDNN one vLLM's CPU build uses), which no engine
+can pass in this dtype on this machine, and each engine's share of it. Runs
 unchanged on a GPU, where the engines sample on it (AFD_INFERENCE_DEVICE chooses).
 """
 
@@ -120,7 +124,24 @@ def prompts_and_pairs(count: int):
     return [e.prompt for e in data.train[:count]], data.pairs
 
 
-def run_hf(path: Path, prompts, n: int, settings: SamplingSettings, lengths) -> dict:
+def draw_pools(draw, draws: int) -> list[dict]:
+    """Draws the pool `draws` times with `draw(seed)`, which returns its replies' token
+    count; each draw's wall and CPU time."""
+    out = []
+    for seed in range(draws):
+        start = clock()
+        tokens = draw(seed)
+        wall, cpu = since(start)
+        out.append({"wall_s": wall, "cpu_s": cpu, "tokens": tokens})
+    return out
+
+
+def generated(groups) -> int:
+    """Tokens an engine generated for its replies, an EOS that ended one included."""
+    return sum(c.num_tokens + c.finished for group in groups for c in group)
+
+
+def run_hf(path: Path, prompts, n: int, settings: SamplingSettings, lengths, draws) -> dict:
     from afd.models.generation.hf import HFEngine
     from afd.models.options import LoadOptions
 
@@ -131,14 +152,11 @@ def run_hf(path: Path, prompts, n: int, settings: SamplingSettings, lengths) -> 
     with engine.open(path, LoadOptions(), settings, progress=False) as gen:
         startup = since(start)
         ids = [encode_prompt(gen.tokenizer, p, lengths) for p in prompts]
-        start = clock()
-        out = gen.generate(ids, n, seed=0)
-        wall, cpu = since(start)
-    tokens = sum(c.num_tokens + c.finished for group in out for c in group)
-    return {"startup_s": startup[0], "wall_s": wall, "cpu_s": cpu, "tokens": tokens}
+        pools = draw_pools(lambda seed: generated(gen.generate(ids, n, seed=seed)), draws)
+    return {"startup_s": startup[0], "draws": pools}
 
 
-def run_per_prompt(path: Path, prompts, n: int, settings: SamplingSettings, lengths) -> dict:
+def run_per_prompt(path: Path, prompts, n: int, settings: SamplingSettings, lengths, draws) -> dict:
     from afd.models.devices import inference_device
     from afd.models.loading import load_policy
     from afd.models.tokenizers import load_tokenizer
@@ -147,34 +165,37 @@ def run_per_prompt(path: Path, prompts, n: int, settings: SamplingSettings, leng
     tok = load_tokenizer(path)
     model = load_policy(path, tok).to(inference_device()).eval()
     startup = since(start)
-    tokens = 0
-    start = clock()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in prompts:
-            ids = torch.tensor([encode_prompt(tok, p, lengths)], device=model.device)
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                do_sample=True,
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-                top_k=settings.top_k,
-                max_new_tokens=settings.max_new_tokens,
-                num_return_sequences=n,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-            new = out[:, ids.shape[1] :]
-            for row in new.tolist():
-                tokens += next(
-                    (i + 1 for i, t in enumerate(row) if t == tok.eos_token_id), len(row)
+    ids = [torch.tensor([encode_prompt(tok, p, lengths)], device=model.device) for p in prompts]
+
+    def draw(seed: int) -> int:
+        tokens = 0
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for prompt in ids:
+                out = model.generate(
+                    input_ids=prompt,
+                    attention_mask=torch.ones_like(prompt),
+                    do_sample=True,
+                    temperature=settings.temperature,
+                    top_p=settings.top_p,
+                    top_k=settings.top_k,
+                    max_new_tokens=settings.max_new_tokens,
+                    num_return_sequences=n,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
                 )
-    wall, cpu = since(start)
-    return {"startup_s": startup[0], "wall_s": wall, "cpu_s": cpu, "tokens": tokens}
+                for row in out[:, prompt.shape[1] :].tolist():
+                    tokens += next(
+                        (i + 1 for i, t in enumerate(row) if t == tok.eos_token_id), len(row)
+                    )
+        return tokens
+
+    return {"startup_s": startup[0], "draws": draw_pools(draw, draws)}
 
 
-def run_vllm(path: Path, prompts, n: int, settings: SamplingSettings, lengths) -> dict | None:
+def run_vllm(
+    path: Path, prompts, n: int, settings: SamplingSettings, lengths, draws
+) -> dict | None:
     """Opened twice on the same model: the first start-up is cold (a new engine process,
     vLLM imported, the model loaded), the second warm (the process a job keeps between its
     stages on CPU, the model loaded again); the pool is drawn on the second."""
@@ -199,17 +220,8 @@ def run_vllm(path: Path, prompts, n: int, settings: SamplingSettings, lengths) -
     with engine.open(path, LoadOptions(), settings, progress=False) as gen:
         startup = since(start)
         ids = [encode_prompt(gen.tokenizer, p, lengths) for p in prompts]
-        start = clock()
-        out = gen.generate(ids, n, seed=0)
-        wall, cpu = since(start)
-    tokens = sum(c.num_tokens + c.finished for group in out for c in group)
-    return {
-        "startup_s": startup[0],
-        "cold_startup_s": cold[0],
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "tokens": tokens,
-    }
+        pools = draw_pools(lambda seed: generated(gen.generate(ids, n, seed=seed)), draws)
+    return {"startup_s": startup[0], "cold_startup_s": cold[0], "draws": pools}
 
 
 def linear_weights(model) -> list[torch.Tensor]:
@@ -293,6 +305,17 @@ ENGINES = {"vllm": run_vllm, "hf": run_hf, "per_prompt": run_per_prompt}
 MODELS = {"tiny_gpt2": tiny_gpt2, "smollm2": smollm2}
 
 
+def throughput(result: dict, which: str) -> dict | None:
+    """Tokens/s (wall and per CPU-second) of an engine's first pool, or of its later ones
+    together; None when it drew only one."""
+    pools = result["draws"][:1] if which == "first" else result["draws"][1:]
+    if not pools:
+        return None
+    tokens = sum(p["tokens"] for p in pools)
+    wall, cpu = sum(p["wall_s"] for p in pools), sum(p["cpu_s"] for p in pools)
+    return {"wall": tokens / wall, "cpu": tokens / cpu, "tokens": tokens, "wall_s": wall}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="tiny_gpt2,smollm2")
@@ -301,12 +324,22 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument(
+        "--draws",
+        type=int,
+        default=2,
+        help="pools each engine draws once open (seeds 0, 1, ...): the first pays one-off "
+        "work (kernels built for new shapes), the later ones show the rate a job's later "
+        "pools get",
+    )
+    parser.add_argument(
         "--no-ceiling",
         dest="ceiling",
         action="store_false",
         help="skip timing the model's matrix multiplies alone (the throughput ceiling)",
     )
     args = parser.parse_args()
+    if args.draws < 1:
+        parser.error(f"--draws must be >= 1, got {args.draws}")
     print(
         f"machine: {cpu_name()}, {os.cpu_count()} CPU cores, torch threads "
         f"{torch.get_num_threads()}, "
@@ -315,25 +348,33 @@ def main() -> None:
     settings = SamplingSettings(args.tokens, 1.0, 1.0, 0)
     lengths = Lengths(256, args.tokens)
     prompts, _ = prompts_and_pairs(args.prompts)
+    pools = ("first", "later") if args.draws > 1 else ("first",)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             path = MODELS[name](Path(tmp) / name)
             print(
-                f"\n{name}: {len(prompts)} prompts x {args.n} samples, up to {args.tokens} tokens"
+                f"\n{name}: {len(prompts)} prompts x {args.n} samples, up to {args.tokens} "
+                f"tokens, {args.draws} pools per engine"
             )
             results = {}
             for engine in args.engines.split(","):
-                r = ENGINES[engine](path, prompts, args.n, settings, lengths)
+                r = ENGINES[engine](path, prompts, args.n, settings, lengths, args.draws)
                 if r is None:
                     print(f"  {engine:<11} not installed (the vllm extra: see README)")
                     continue
                 results[engine] = r
                 print(
-                    f"  {engine:<11} {r['tokens'] / r['wall_s']:8.1f} tokens/s wall, "
-                    f"{r['tokens'] / r['cpu_s']:8.1f} per CPU-second; {r['tokens']} tokens in "
-                    f"{r['wall_s']:.1f} s; start-up {r['startup_s']:.1f} s"
+                    f"  {engine:<11} start-up {r['startup_s']:.1f} s"
                     + (f" (cold: {r['cold_startup_s']:.1f} s)" if "cold_startup_s" in r else "")
                 )
+                for which in pools:
+                    t = throughput(r, which)
+                    print(
+                        f"    {which + ' pool' + ('s' if which == 'later' else ''):<12}"
+                        f"{t['wall']:8.1f} tokens/s wall, {t['cpu']:8.1f} per CPU-second; "
+                        f"{t['tokens']} tokens in {t['wall_s']:.1f} s"
+                    )
+            steady = pools[-1]
             if args.ceiling:
                 c = run_gemm_ceiling(path, len(prompts) * args.n)
                 print(
@@ -344,17 +385,17 @@ def main() -> None:
                     + ")"
                 )
                 for engine, r in results.items():
-                    share = r["tokens"] / r["wall_s"] / c["tokens_per_s"]
-                    print(f"  {engine} / ceiling: {share:.2f}")
-            base = results.get("per_prompt")
-            for engine, r in results.items():
-                if base and engine != "per_prompt":
-                    ratio = (r["tokens"] / r["wall_s"]) / (base["tokens"] / base["wall_s"])
-                    print(f"  {engine} / per_prompt: {ratio:.2f}x (wall)")
-            if "vllm" in results and "hf" in results:
-                v, h = results["vllm"], results["hf"]
-                ratio = (v["tokens"] / v["wall_s"]) / (h["tokens"] / h["wall_s"])
-                print(f"  vllm / hf: {ratio:.2f}x (wall)")
+                    share = throughput(r, steady)["wall"] / c["tokens_per_s"]
+                    print(f"  {engine} / ceiling ({steady} pools): {share:.2f}")
+            pairs = [(e, "per_prompt") for e in results if e != "per_prompt"]
+            pairs += [("vllm", "hf")]
+            for engine, base in pairs:
+                if engine in results and base in results:
+                    rate = {w: throughput(results[engine], w)["wall"] for w in pools}
+                    ratios = [
+                        f"{rate[w] / throughput(results[base], w)['wall']:.2f}x {w}" for w in pools
+                    ]
+                    print(f"  {engine} / {base}: {', '.join(ratios)} (wall)")
 
 
 if __name__ == "__main__":

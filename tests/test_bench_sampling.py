@@ -49,3 +49,26 @@ def test_the_ceiling_times_each_kernel_and_keeps_the_fastest(bench, tiny_policy)
     except ImportError:
         return  # without vLLM torch's kernel is the only one
     assert ("oneDNN" in ceiling["all"]) == bool(ops._supports_onednn)
+
+
+def test_each_engine_draws_its_pools_and_the_first_is_reported_apart(bench, tiny_policy):
+    """The first pool pays one-off work; the later ones are summed into the steady rate."""
+    from afd.models.batching import Lengths
+    from afd.models.generation.settings import SamplingSettings
+
+    path, _ = tiny_policy
+    settings = SamplingSettings(6, 1.0, 1.0, 0)
+    prompts = ["\n\nHuman: hello there\n\nAssistant:", "\n\nHuman: how are you?\n\nAssistant:"]
+    result = bench.run_hf(path, prompts, 3, settings, Lengths(64, 6), draws=3)
+    pools = result["draws"]
+    assert len(pools) == 3
+    assert all(0 < p["tokens"] <= 2 * 3 * 6 and p["wall_s"] > 0 for p in pools)
+
+    first, later = bench.throughput(result, "first"), bench.throughput(result, "later")
+    assert first["tokens"] == pools[0]["tokens"]
+    assert later["tokens"] == pools[1]["tokens"] + pools[2]["tokens"]
+    assert later["wall"] == pytest.approx(
+        later["tokens"] / (pools[1]["wall_s"] + pools[2]["wall_s"])
+    )
+    result["draws"] = pools[:1]
+    assert bench.throughput(result, "later") is None
