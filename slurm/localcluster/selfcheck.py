@@ -43,7 +43,8 @@ def main() -> int:
         "--results-timeout",
         type=float,
         default=None,
-        help="override submitit's Job._results_timeout_s (seconds it waits for a missing result file)",
+        help="override submitit's Job._results_timeout_s "
+        "(seconds it waits for a missing result file)",
     )
     args = parser.parse_args()
     if "SLURM_CONF" not in os.environ:
@@ -67,7 +68,8 @@ def main() -> int:
     dt = time.monotonic() - t0
     ok = result == 5
     failures += not ok
-    print(f"{'ok  ' if ok else 'FAIL'} result job {job.job_id}: {result!r} in {dt:.1f}s", flush=True)
+    status = "ok  " if ok else "FAIL"
+    print(f"{status} result job {job.job_id}: {result!r} in {dt:.1f}s", flush=True)
 
     for fn in (hard_exit, sigkill_self):
         t0 = time.monotonic()
@@ -86,7 +88,10 @@ def main() -> int:
             )
         else:
             failures += 1
-            print(f"FAIL {fn.__name__} job {job.job_id}: returned {value!r} instead of raising", flush=True)
+            print(
+                f"FAIL {fn.__name__} job {job.job_id}: returned {value!r} instead of raising",
+                flush=True,
+            )
 
     return 1 if failures else 0
 
