@@ -198,7 +198,7 @@ def run_vllm(
 ) -> dict | None:
     """Opened twice on the same model: the first start-up is cold (a new engine process,
     vLLM imported, the model loaded), the second warm (the process a job keeps between its
-    stages on CPU, the model loaded again); the pool is drawn on the second."""
+    stages on CPU, the model loaded again); the pools are drawn on the second."""
     from afd.models.generation.vllm import VLLMEngine, close_kept_engines
     from afd.models.options import LoadOptions
 
@@ -303,6 +303,7 @@ def run_gemm_ceiling(path: Path, rows: int, repeats: int = 5) -> dict:
 
 ENGINES = {"vllm": run_vllm, "hf": run_hf, "per_prompt": run_per_prompt}
 MODELS = {"tiny_gpt2": tiny_gpt2, "smollm2": smollm2}
+POOLS = {"first": "first pool", "later": "later pools"}  # what throughput() sums, as printed
 
 
 def throughput(result: dict, which: str) -> dict | None:
@@ -370,7 +371,7 @@ def main() -> None:
                 for which in pools:
                     t = throughput(r, which)
                     print(
-                        f"    {which + ' pool' + ('s' if which == 'later' else ''):<12}"
+                        f"    {POOLS[which]:<12}"
                         f"{t['wall']:8.1f} tokens/s wall, {t['cpu']:8.1f} per CPU-second; "
                         f"{t['tokens']} tokens in {t['wall_s']:.1f} s"
                     )

@@ -145,14 +145,10 @@ def main() -> None:
             f"block size {args.block_size}, {args.prompts} prompts x {args.n} samples, "
             f"up to {args.tokens} tokens"
         )
-        for draw in ("first", "second"):
+        for seed, draw in enumerate(("first", "second")):
             llm.reset_prefix_cache()  # the second draw prefills its prompts again
             params = SamplingParams(
-                n=args.n,
-                temperature=1.0,
-                max_tokens=args.tokens,
-                logprobs=0,
-                seed=len(draw),
+                n=args.n, temperature=1.0, max_tokens=args.tokens, logprobs=0, seed=seed
             )
             stats.clear()  # the engine's own warm-up is not the pool's
             start = time.perf_counter()

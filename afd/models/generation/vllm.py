@@ -59,7 +59,7 @@ def completion(output, eos: int, stops) -> Completion:
 # prefill is split over steps, so prefills go whole (and a step takes at least one). The n
 # samples of a prompt share its cached blocks only where they are full: at the CPU default of
 # 128 tokens a dialogue prompt of ~60 is prefilled once per sample (SmolLM2, 16 x 16: 2.5 TFLOP
-# of prefill for about 0.33 of prompts); 32, the smallest CPU attention takes, draws the same
+# of prefill for about 0.26 of prompts); 32, the smallest CPU attention takes, draws the same
 # pool 1.19x faster (experiments/profile_vllm.py).
 CPU_OPTIONS = {"enable_chunked_prefill": False, "max_num_batched_tokens": 16384, "block_size": 32}
 
