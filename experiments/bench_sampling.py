@@ -11,8 +11,9 @@ built for new shapes), the later pools run at the rate a job's later pools get, 
 keeps its engines between stages. Prints, per model and engine: generated tokens per second of
 wall time and per CPU-second (CPU time of this process and its children, all threads: the vLLM
 engine's own process counts) of the first pool and of the later ones, engine start-up apart
-(loading the model, building the engine; for vLLM both the cold start of a new engine process
-and the warm start of the process a job keeps between stages on CPU), and the ratios between
+(loading the model, building the engine; for vLLM the cold start of a new engine process, the
+start from a standby process with vLLM imported, as a job starts ahead of its first sampling
+stage, and the warm start of the process a job keeps between stages on CPU), and the ratios between
 engines, first pools and later pools apart. Then the ceiling: the tokens/s of one decode step's
 matrix multiplies alone (every linear layer and the output head at prompts x n rows, the
 fastest kernel available: torch's, or the oneDNN one vLLM's CPU build uses), which no engine
@@ -196,9 +197,10 @@ def run_per_prompt(path: Path, prompts, n: int, settings: SamplingSettings, leng
 def run_vllm(
     path: Path, prompts, n: int, settings: SamplingSettings, lengths, draws
 ) -> dict | None:
-    """Opened twice on the same model: the first start-up is cold (a new engine process,
-    vLLM imported, the model loaded), the second warm (the process a job keeps between its
-    stages on CPU, the model loaded again); the pools are drawn on the second."""
+    """Opened three times on the same model: cold (a new engine process, vLLM imported, the
+    model loaded), from a standby (a process with vLLM imported, as a job starts ahead of its
+    first sampling stage: the model loaded), and warm (the process a job keeps between its
+    stages on CPU, the model loaded again); the pools are drawn on the last."""
     from afd.models.generation.vllm import VLLMEngine, close_kept_engines
     from afd.models.options import LoadOptions
 
@@ -216,12 +218,23 @@ def run_vllm(
     start = clock()
     with engine.open(path, LoadOptions(), settings, progress=False):
         cold = since(start)
+    close_kept_engines()
+    engine.start_standby()
+    engine.wait_for_standby()
+    start = clock()
+    with engine.open(path, LoadOptions(), settings, progress=False):
+        standby = since(start)
     start = clock()
     with engine.open(path, LoadOptions(), settings, progress=False) as gen:
         startup = since(start)
         ids = [encode_prompt(gen.tokenizer, p, lengths) for p in prompts]
         pools = draw_pools(lambda seed: generated(gen.generate(ids, n, seed=seed)), draws)
-    return {"startup_s": startup[0], "cold_startup_s": cold[0], "draws": pools}
+    return {
+        "startup_s": startup[0],
+        "cold_startup_s": cold[0],
+        "standby_startup_s": standby[0],
+        "draws": pools,
+    }
 
 
 def linear_weights(model) -> list[torch.Tensor]:
@@ -366,7 +379,12 @@ def main() -> None:
                 results[engine] = r
                 print(
                     f"  {engine:<11} start-up {r['startup_s']:.1f} s"
-                    + (f" (cold: {r['cold_startup_s']:.1f} s)" if "cold_startup_s" in r else "")
+                    + (
+                        f" (cold: {r['cold_startup_s']:.1f} s, from a standby: "
+                        f"{r['standby_startup_s']:.1f} s)"
+                        if "cold_startup_s" in r
+                        else ""
+                    )
                 )
                 for which in pools:
                     t = throughput(r, which)

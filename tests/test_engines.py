@@ -16,7 +16,7 @@ from afd.core.errors import ConfigError
 from afd.models.batching import Lengths, encode_prompt
 from afd.models.generation.hf import HFEngine
 from afd.models.generation.settings import SamplingSettings
-from afd.models.generation.vllm import VLLMEngine
+from afd.models.generation.vllm import EngineProcess, VLLMEngine, _kept, close_kept_engines
 from afd.models.options import LoadOptions
 
 PROMPTS = [
@@ -92,17 +92,22 @@ def teach_short_replies(model, tok, steps: int = 150) -> None:
     model.eval()
 
 
-@pytest.fixture(scope="module")
-def engines(model_dir):
-    """An open generator of each engine on the model (vLLM's process started once)."""
-    vllm = VLLMEngine(
+def vllm_engine(**kw) -> VLLMEngine:
+    return VLLMEngine(
         **settings(),
         gpu_memory_utilization=0.5,
         tensor_parallel_size=1,
         data_parallel_size=1,
         kv_cache_gib=1,
         enforce_eager=True,
+        **kw,
     )
+
+
+@pytest.fixture(scope="module")
+def engines(model_dir):
+    """An open generator of each engine on the model (vLLM's process started once)."""
+    vllm = vllm_engine()
     hf = HFEngine(**settings(), batch_size=64)
     with vllm.open(model_dir, LoadOptions(), vllm.settings) as v:
         with hf.open(model_dir, LoadOptions(), hf.settings, progress=False) as h:
@@ -181,17 +186,46 @@ def test_log_probabilities_are_a_forward_pass(engines, model_dir, name, stops):
                 assert "e" in generator.tokenizer.decode(c.token_ids[-2:])
 
 
+def test_the_next_stage_opens_the_standby_process(model_dir, monkeypatch):
+    """A standby has vLLM imported and no model; `open()` loads the policy in it. On CPU the
+    process stays for the stage after; on GPUs it ends with the stage and a fresh standby
+    (which never touched a GPU) takes its place."""
+    engine = vllm_engine()
+    close_kept_engines()
+    engine.start_standby()
+    (standby,) = _kept.values()
+    standby.wait_started()
+    engine.start_standby()  # one is waiting already
+    assert list(_kept.values()) == [standby]
+    with engine.open(model_dir, LoadOptions(), engine.settings) as gen:
+        assert gen.engines == [standby] and not _kept
+        ids = [encode_prompt(gen.tokenizer, PROMPTS[0], LENGTHS)]
+        assert gen.generate(ids, 2, seed=0)[0][0].num_tokens > 0
+    assert list(_kept.values()) == [standby] and standby.alive()
+
+    monkeypatch.setattr(VLLMEngine, "keeps_processes", staticmethod(lambda: False))
+    with engine.open(model_dir, LoadOptions(), engine.settings) as gen:
+        assert gen.engines == [standby]
+    assert not standby.alive()
+    (fresh,) = _kept.values()
+    assert fresh is not standby and fresh.alive()
+
+    off = vllm_engine(standby=False)
+    close_kept_engines()
+    off.start_standby()
+    assert not _kept
+
+
+def test_a_process_still_importing_vllm_is_ended_at_once():
+    process = EngineProcess({"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    process.close()
+    assert not process.alive() and not process.started
+
+
 def test_a_missing_engine_names_its_install(monkeypatch):
     monkeypatch.setattr(VLLMEngine, "available", staticmethod(lambda: False))
     with pytest.raises(ConfigError, match=r'sampling=vllm needs vLLM: pip install -e "\.\[vllm\]"'):
-        VLLMEngine(
-            **settings(),
-            gpu_memory_utilization=0.5,
-            tensor_parallel_size=1,
-            data_parallel_size=1,
-            kv_cache_gib=1,
-            enforce_eager=True,
-        )
+        vllm_engine()
 
 
 @pytest.mark.slow

@@ -69,3 +69,33 @@ def test_one_kind_of_pool_on_another_engine_is_keyed_by_it(tmp_path):
 def test_bad_pools_name_their_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate(compose_config([*SMALL, override]))
+
+
+def test_a_job_starts_its_vllm_engines_ahead_once_each(tmp_path, monkeypatch):
+    """At a job's start each engine that can start ahead does (vLLM's import overlaps the
+    first stages); an engine shared by `sampling=` and a pool starts once; hf has nothing to
+    start."""
+    started = []
+    monkeypatch.setattr(VLLMEngine, "start_standby", lambda self: started.append(self))
+    parts = validate(compose_config([*SMALL, "sampling=vllm", "pools.heldout=vllm"], tmp_path))
+    parts.start_engines()
+    assert len(started) == 2 and started[0] is parts.engine
+    assert started[1] is parts.pool_engines["heldout"]
+    started.clear()
+    validate(compose_config([*SMALL, "pools.heldout=vllm"], tmp_path)).start_engines()
+    assert len(started) == 1 and isinstance(started[0], VLLMEngine)
+    parts = validate(compose_config(SMALL, tmp_path))
+    parts.start_engines()
+    assert isinstance(parts.engine, HFEngine) and started == [started[0]]
+
+
+def test_no_engine_starts_ahead_where_a_slurm_job_s_tasks_sample_shards(tmp_path, monkeypatch):
+    """On a multi-task SLURM job each task samples its shard with an engine of its own."""
+    import afd.runtime.sharding as sharding
+
+    started = []
+    monkeypatch.setattr(VLLMEngine, "start_standby", lambda self: started.append(self))
+    monkeypatch.setattr(sharding.ranks, "leader", lambda: object())
+    monkeypatch.setattr(sharding.ranks, "slurm_tasks", lambda: 2)
+    validate(compose_config([*SMALL, "sampling=vllm"], tmp_path)).start_engines()
+    assert started == []

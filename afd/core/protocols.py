@@ -164,6 +164,15 @@ class SpansDevices(Protocol):
 
 
 @runtime_checkable
+class StartsAhead(Protocol):
+    """An engine whose start-up is mostly work done before any policy is known (vLLM's
+    import), which it can begin in the background."""
+
+    def start_standby(self) -> None:
+        """Begin that work now, so that the next `open()` only loads its policy."""
+
+
+@runtime_checkable
 class ChecksPolicy(Protocol):
     """An engine that cannot run every policy, and says so before any stage runs."""
 

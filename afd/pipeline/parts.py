@@ -15,8 +15,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from afd.core.config import Built, plain
 from afd.core.context import StageContext
 from afd.core.errors import AfdError, ConfigError
-from afd.core.protocols import BuiltFromScratch, HasCorpus
+from afd.core.protocols import BuiltFromScratch, HasCorpus, SpansDevices, StartsAhead
 from afd.models.batching import Lengths
+from afd.runtime.sharding import stage_shards
 
 
 def make(node, key: str):
@@ -123,6 +124,16 @@ class JobParts:
             task=self.task,
             progress=self.progress,
         )
+
+    def start_engines(self) -> None:
+        """Engines that can begin their start-up before any policy exists begin it now, in the
+        background (vLLM: processes that import it while the first stages train). Not where
+        a SLURM job's tasks sample a shard each: every task opens its own engine then."""
+        engines = {id(e): e for e in (self.engine, *self.pool_engines.values())}
+        for engine in engines.values():
+            whole = stage_shards(self.trainer, isinstance(engine, SpansDevices)) == 1
+            if isinstance(engine, StartsAhead) and whole:
+                engine.start_standby()
 
     def hub_users(self) -> list:
         """The parts that may load something by Hub id."""

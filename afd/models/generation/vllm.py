@@ -13,6 +13,11 @@ Each engine runs in a process of its own, started by `open()` and ended with it:
 in) are gone before any training stage starts. Inside it, vLLM runs in that one process with
 no compilation: the configuration that starts in seconds. `data_parallel_size` engines, one
 per GPU (or per `tensor_parallel_size` GPUs), sample shards of the prompts side by side.
+
+Most of a new engine process's start-up is importing vLLM (and torch), before any model or
+device is touched. With `standby` on, a job starts that part ahead (`start_standby`, at the
+job's start and again whenever a stage on GPUs ends its engines): a process with vLLM
+imported and no model waits, holding no GPU memory, and the next `open()` only loads the policy.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ def serve(conn, env: dict) -> None:
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
 
+        conn.send(("started", None))
         while (request := conn.recv()) is not None:
             if request[0] == "load":
                 _, path, load, options = request
@@ -123,7 +129,8 @@ def serve(conn, env: dict) -> None:
 
 
 class EngineProcess:
-    """One engine process and its pipe."""
+    """One engine process and its pipe. It imports vLLM as soon as it starts and says so; no
+    model is loaded until asked."""
 
     def __init__(self, env: dict):
         spawn = multiprocessing.get_context("spawn")
@@ -131,8 +138,16 @@ class EngineProcess:
         self.process = spawn.Process(target=serve, args=(child, env), daemon=True)
         self.process.start()
         self.env = env
+        self.key = tuple(sorted(env.items()))
+        self.started = False  # vLLM imported (its message received)
+
+    def wait_started(self) -> None:
+        if not self.started:
+            receive(self.conn)
+            self.started = True
 
     def ask(self, *request):
+        self.wait_started()
         self.conn.send(request)
         return receive(self.conn)
 
@@ -140,16 +155,23 @@ class EngineProcess:
         return self.process.is_alive()
 
     def close(self) -> None:
-        try:
-            self.conn.send(None)
-        except OSError:
-            pass
-        self.process.join(timeout=60)
+        """Ends the process: asked to, once vLLM is imported and no model is left to release;
+        a process still importing has nothing to release and is killed."""
+        if self.started or self.conn.poll():
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.process.join(timeout=60)
         if self.process.is_alive():
             self.process.kill()
+            self.process.join()
 
 
-_kept: dict[tuple, EngineProcess] = {}  # engine processes kept between stages (CPU only)
+# Engine processes waiting for a stage, by environment: on CPU those kept between stages with
+# no model loaded; on GPUs only standbys, which never loaded one (a process that sampled on a
+# GPU ends with its stage, so that its memory is surely freed).
+_kept: dict[tuple, EngineProcess] = {}
 
 
 class VLLMGenerator:
@@ -201,6 +223,7 @@ class VLLMEngine:
     data_parallel_size: int  # engines side by side, each on its own GPU(s)
     kv_cache_gib: float  # CPU only: memory for the KV cache
     enforce_eager: bool  # no CUDA graphs / compilation: starts in seconds
+    standby: bool = True  # a process with vLLM imported waits for the next stage
 
     def __post_init__(self):
         if not self.available():
@@ -261,6 +284,33 @@ class VLLMEngine:
             env["CUDA_VISIBLE_DEVICES"] = visible_devices_value(inference_device())
         return env
 
+    @staticmethod
+    def keeps_processes() -> bool:
+        """Whether a process that sampled stays for the next stage (with its model unloaded):
+        on CPU; on GPUs it ends with the stage."""
+        import torch
+
+        return not torch.cuda.is_available()
+
+    def start_standby(self) -> None:
+        """Starts, in the background, the engine processes the next `open()` will use, where
+        none is waiting: vLLM imported, no model loaded, no GPU memory taken."""
+        if not self.standby:
+            return
+        for shard in range(self.data_parallel_size):
+            env = self.environment(shard)
+            key = tuple(sorted(env.items()))
+            if key not in _kept or not _kept[key].alive():
+                _kept[key] = EngineProcess(env)
+
+    def wait_for_standby(self) -> None:
+        """Until the standby processes have vLLM imported (what a job's earlier stages give
+        them time for)."""
+        for shard in range(self.data_parallel_size):
+            key = tuple(sorted(self.environment(shard).items()))
+            if key in _kept:
+                _kept[key].wait_started()
+
     @contextmanager
     def open(
         self,
@@ -272,9 +322,7 @@ class VLLMEngine:
         """Engines on the policy at `policy_path`. On GPUs each engine process ends with the
         stage, so training never shares a GPU with it; on CPU the processes stay for the next
         stage (vLLM's import is most of their start-up) with no model loaded."""
-        import torch
-
-        keep = not torch.cuda.is_available()
+        keep = self.keeps_processes()
         self.check_policy(attention_head_size(str(policy_path)), str(policy_path))
         tokenizer = load_tokenizer(policy_path, load.trust_remote_code)
         options = {
@@ -288,8 +336,7 @@ class VLLMEngine:
         try:
             for shard in range(self.data_parallel_size):
                 env = self.environment(shard)
-                key = tuple(sorted(env.items()))
-                engine = _kept.pop(key, None) if keep else None
+                engine = _kept.pop(tuple(sorted(env.items())), None)
                 engines.append(engine if engine and engine.alive() else EngineProcess(env))
             for engine in engines:
                 engine.ask("load", str(policy_path), load, options)
@@ -298,9 +345,13 @@ class VLLMEngine:
             for engine in engines:
                 if keep and engine.alive():
                     engine.ask("unload")
-                    _kept[tuple(sorted(engine.env.items()))] = engine
+                    if engine.key in _kept:  # a standby started meanwhile: this one is warmer
+                        _kept.pop(engine.key).close()
+                    _kept[engine.key] = engine
                 else:
                     engine.close()
+            if not keep:
+                self.start_standby()  # for the next stage, while this job goes on
 
 
 @atexit.register
