@@ -16,7 +16,8 @@ from afd.core.errors import ConfigError
 from afd.models.batching import Lengths, encode_prompt
 from afd.models.generation.hf import HFEngine
 from afd.models.generation.settings import SamplingSettings
-from afd.models.generation.vllm import EngineProcess, VLLMEngine, _kept, close_kept_engines
+from afd.models.generation.vllm import VLLMEngine, _kept, close_kept_engines
+from afd.models.generation.vllm_process import EngineProcess
 from afd.models.options import LoadOptions
 
 PROMPTS = [

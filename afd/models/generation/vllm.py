@@ -24,18 +24,16 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
-import multiprocessing
-import os
-import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from afd.core.config import qualified_name
 from afd.core.errors import ConfigError
-from afd.models.devices import inference_device, release_memory, visible_devices_value
+from afd.models.devices import inference_device, visible_devices_value
 from afd.models.generation.hf import banned_ids
-from afd.models.generation.settings import Completion, SamplingSettings, cut_at_stop
+from afd.models.generation.settings import Completion, SamplingSettings
+from afd.models.generation.vllm_process import EngineProcess, receive
 from afd.models.loading import attention_head_size
 from afd.models.options import LoadOptions
 from afd.models.tokenizers import load_tokenizer
@@ -49,17 +47,6 @@ INSTALL = (
 )
 
 
-def completion(output, eos: int, stops) -> Completion:
-    """One vLLM CompletionOutput as afd's Completion."""
-    ids = list(output.token_ids)
-    by_eos = output.finish_reason == "stop" and output.stop_reason is None and eos in ids[-1:]
-    by_stop = output.finish_reason == "stop" and isinstance(output.stop_reason, str)
-    body = ids[:-1] if by_eos else ids
-    text, cut = cut_at_stop(output.text, stops)
-    logprob = float(sum(step[t].logprob for step, t in zip(output.logprobs, ids)))
-    return Completion(text.strip(), by_eos or by_stop or cut, len(body), ids, logprob)
-
-
 # Engine options on CPU. vLLM's CPU build cannot rewind a seeded request's generator when a
 # prefill is split over steps, so prefills go whole (and a step takes at least one). The n
 # samples of a prompt share its cached blocks only where they are full: at the CPU default of
@@ -67,105 +54,6 @@ def completion(output, eos: int, stops) -> Completion:
 # of prefill for about 0.26 of prompts); 32, the smallest CPU attention takes, draws the same
 # pool 1.19x faster (experiments/profile_vllm.py).
 CPU_OPTIONS = {"enable_chunked_prefill": False, "max_num_batched_tokens": 16384, "block_size": 32}
-
-
-def serve(conn, env: dict) -> None:
-    """An engine process: load a model on ("load", path, load, options), answer generate
-    requests, drop it on ("unload",); None ends the process. vLLM is imported once for all
-    the models it serves (the import takes most of an engine's start-up)."""
-    os.environ.update(env)
-    llm = None
-    try:
-        from vllm import LLM, SamplingParams
-        from vllm.inputs import TokensPrompt
-
-        conn.send(("started", None))
-        while (request := conn.recv()) is not None:
-            if request[0] == "load":
-                _, path, load, options = request
-                llm = LLM(
-                    model=path,
-                    dtype=load.dtype,
-                    trust_remote_code=load.trust_remote_code,
-                    enable_prefix_caching=True,
-                    seed=0,
-                    **options,
-                )
-                conn.send(("ready", None))
-                continue
-            if request[0] == "unload":
-                llm = None
-                release_memory()
-                conn.send(("ready", None))
-                continue
-            _, prompts, first, num_samples, seed, bias, cfg, eos = request
-            draws = 1 if cfg.greedy else num_samples  # greedy: one decode, the same n times
-            params = [
-                SamplingParams(
-                    n=draws,
-                    temperature=cfg.temperature,
-                    top_p=cfg.top_p,
-                    top_k=cfg.top_k,
-                    max_tokens=cfg.max_new_tokens,
-                    stop=list(cfg.stop_strings) or None,
-                    seed=seed * 1_000_003 + first + i,
-                    logprobs=0,  # the sampled token's own log-probability
-                    logit_bias=bias or None,
-                    skip_special_tokens=True,
-                )
-                for i in range(len(prompts))
-            ]
-            requests = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
-            outputs = llm.generate(requests, params, use_tqdm=False)
-            replies = [
-                [completion(o, eos, cfg.stop_strings) for o in r.outputs] * (num_samples // draws)
-                for r in outputs
-            ]
-            conn.send(("done", replies))
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        conn.close()
-
-
-class EngineProcess:
-    """One engine process and its pipe. It imports vLLM as soon as it starts and says so; no
-    model is loaded until asked."""
-
-    def __init__(self, env: dict):
-        spawn = multiprocessing.get_context("spawn")
-        self.conn, child = spawn.Pipe()
-        self.process = spawn.Process(target=serve, args=(child, env), daemon=True)
-        self.process.start()
-        self.env = env
-        self.key = tuple(sorted(env.items()))
-        self.started = False  # vLLM imported (its message received)
-
-    def wait_started(self) -> None:
-        if not self.started:
-            receive(self.conn)
-            self.started = True
-
-    def ask(self, *request):
-        self.wait_started()
-        self.conn.send(request)
-        return receive(self.conn)
-
-    def alive(self) -> bool:
-        return self.process.is_alive()
-
-    def close(self) -> None:
-        """Ends the process: asked to, once vLLM is imported and no model is left to release;
-        a process still importing has nothing to release and is killed."""
-        if self.started or self.conn.poll():
-            try:
-                self.conn.send(None)
-            except OSError:
-                pass
-            self.process.join(timeout=60)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
 
 
 # Engine processes waiting for a stage, by environment: on CPU those kept between stages with
@@ -200,13 +88,6 @@ class VLLMGenerator:
         for engine in self.engines:
             out += receive(engine.conn)
         return out
-
-
-def receive(conn):
-    kind, value = conn.recv()
-    if kind == "error":
-        raise RuntimeError(f"the vLLM engine process failed:\n{value}")
-    return value
 
 
 @dataclass
