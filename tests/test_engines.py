@@ -6,6 +6,7 @@ the module; its CPU attention needs a head size of 32 or more, hence this model'
 from __future__ import annotations
 
 import math
+import signal
 
 import numpy as np
 import pytest
@@ -221,6 +222,7 @@ def test_a_process_still_importing_vllm_is_ended_at_once():
     process = EngineProcess({"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
     process.close()
     assert not process.alive() and not process.started
+    assert process.process.exitcode == -signal.SIGKILL  # killed, not asked and waited for
 
 
 def test_a_missing_engine_names_its_install(monkeypatch):

@@ -128,9 +128,10 @@ class JobParts:
     def start_engines(self) -> None:
         """Engines that can begin their start-up before any policy exists begin it now, in the
         background (vLLM: processes that import it while the first stages train). Not where
-        a SLURM job's tasks sample a shard each: every task opens its own engine then."""
-        engines = {id(e): e for e in (self.engine, *self.pool_engines.values())}
-        for engine in engines.values():
+        a SLURM job's tasks sample a shard each: every task opens its own engine then. Two
+        engines of one environment share a standby (`start_standby` starts none where one
+        waits)."""
+        for engine in (self.engine, *self.pool_engines.values()):
             whole = stage_shards(self.trainer, isinstance(engine, SpansDevices)) == 1
             if isinstance(engine, StartsAhead) and whole:
                 engine.start_standby()

@@ -33,7 +33,7 @@ from afd.core.errors import ConfigError
 from afd.models.devices import inference_device, visible_devices_value
 from afd.models.generation.hf import banned_ids
 from afd.models.generation.settings import Completion, SamplingSettings
-from afd.models.generation.vllm_process import EngineProcess, receive
+from afd.models.generation.vllm_process import EngineProcess, process_key, receive
 from afd.models.loading import attention_head_size
 from afd.models.options import LoadOptions
 from afd.models.tokenizers import load_tokenizer
@@ -173,22 +173,24 @@ class VLLMEngine:
 
         return not torch.cuda.is_available()
 
+    def processes(self) -> list[tuple[tuple, dict]]:
+        """(key, environment) of each engine process, one per shard."""
+        envs = [self.environment(shard) for shard in range(self.data_parallel_size)]
+        return [(process_key(env), env) for env in envs]
+
     def start_standby(self) -> None:
         """Starts, in the background, the engine processes the next `open()` will use, where
         none is waiting: vLLM imported, no model loaded, no GPU memory taken."""
         if not self.standby:
             return
-        for shard in range(self.data_parallel_size):
-            env = self.environment(shard)
-            key = tuple(sorted(env.items()))
+        for key, env in self.processes():
             if key not in _kept or not _kept[key].alive():
                 _kept[key] = EngineProcess(env)
 
     def wait_for_standby(self) -> None:
         """Until the standby processes have vLLM imported (what a job's earlier stages give
         them time for)."""
-        for shard in range(self.data_parallel_size):
-            key = tuple(sorted(self.environment(shard).items()))
+        for key, _ in self.processes():
             if key in _kept:
                 _kept[key].wait_started()
 
@@ -215,9 +217,8 @@ class VLLMEngine:
             options |= CPU_OPTIONS
         engines = []
         try:
-            for shard in range(self.data_parallel_size):
-                env = self.environment(shard)
-                engine = _kept.pop(tuple(sorted(env.items())), None)
+            for key, env in self.processes():
+                engine = _kept.pop(key, None)
                 engines.append(engine if engine and engine.alive() else EngineProcess(env))
             for engine in engines:
                 engine.ask("load", str(policy_path), load, options)

@@ -81,6 +81,11 @@ def serve(conn, env: dict) -> None:
         conn.close()
 
 
+def process_key(env: dict) -> tuple:
+    """What tells engine processes apart: the environment each was started with."""
+    return tuple(sorted(env.items()))
+
+
 class EngineProcess:
     """One engine process and its pipe. It imports vLLM as soon as it starts and says so; no
     model is loaded until asked."""
@@ -91,7 +96,7 @@ class EngineProcess:
         self.process = spawn.Process(target=serve, args=(child, env), daemon=True)
         self.process.start()
         self.env = env
-        self.key = tuple(sorted(env.items()))
+        self.key = process_key(env)
         self.started = False  # vLLM imported (its message received)
 
     def wait_started(self) -> None:
