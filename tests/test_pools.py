@@ -99,3 +99,20 @@ def test_no_engine_starts_ahead_where_a_slurm_job_s_tasks_sample_shards(tmp_path
     monkeypatch.setattr(sharding.ranks, "slurm_tasks", lambda: 2)
     validate(compose_config([*SMALL, "sampling=vllm"], tmp_path)).start_engines()
     assert started == []
+
+
+def test_engines_start_at_the_first_stage_a_job_builds(tmp_path, monkeypatch):
+    """A job starts its engines ahead when it first builds a stage, once; a job whose stages
+    are all cached starts none (no import competing with the evaluation it reads back)."""
+    started = []
+    monkeypatch.setattr(VLLMEngine, "start_standby", lambda self: started.append(self))
+    cfg = compose_config([*SMALL, "sampling=vllm"], tmp_path)
+    built = Pipeline.from_config(cfg, Tracker())
+    built.data()
+    built.corpus()
+    assert started == [built.parts.engine]
+    cached = Pipeline.from_config(cfg, Tracker())
+    cached.data()
+    cached.corpus()
+    assert cached.status == {"data": "cached", "corpus": "cached"}
+    assert started == [built.parts.engine]

@@ -61,6 +61,7 @@ class Pipeline:
         # Training stages run through it: in this process, or in one worker process per rank.
         self.launcher = StageLauncher(parts.trainer)
         self._rewards: dict[str, object] = {}
+        self._engines_started = False
 
     @classmethod
     def from_config(cls, cfg, tracker, cache: StageCache | None = None) -> Pipeline:
@@ -102,6 +103,7 @@ class Pipeline:
         config = {"stage": fingerprint(stage), "context": ctx.fingerprint()}
 
         def make(out: Path):
+            self._start_engines()
             inputs = {role: a.path for role, a in upstream.items()}
             try:
                 if stage.trains:
@@ -116,6 +118,14 @@ class Pipeline:
             return metrics
 
         return self._node(label, stage.stage, config, upstream, make)
+
+    def _start_engines(self) -> None:
+        """At the first stage this job builds, its sampling engines begin their start-up in
+        the background (vLLM's import overlaps that stage and the ones after it). A job whose
+        every stage is cached starts none."""
+        if not self._engines_started:
+            self._engines_started = True
+            self.parts.start_engines()
 
     def label_of(self, artifact: Artifact) -> str:
         """The label a policy artifact has in this job ("sft", "policy", "round/1", ...)."""

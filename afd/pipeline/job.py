@@ -125,7 +125,6 @@ def run_job(cfg: DictConfig, parts: JobParts | None = None) -> dict:
         parts = parts or validate(cfg)
         # the Hub out of reach: fail now, naming what to point at, or note what stands in
         parts.unavailable = preflight(parts.hub_users())
-        parts.start_engines()
         identity = run_identity(cfg)
         config = OmegaConf.to_container(cfg, resolve=True)
         config["run"] = {**identity, "overrides": overrides, "output_dir": str(output_dir)}

@@ -127,7 +127,8 @@ class JobParts:
 
     def start_engines(self) -> None:
         """Engines that can begin their start-up before any policy exists begin it now, in the
-        background (vLLM: processes that import it while the first stages train). Not where
+        background (vLLM: processes that import it while the first stages train); the pipeline
+        calls this as it builds its first stage. Not where
         a SLURM job's tasks sample a shard each: every task opens its own engine then. Two
         engines of one environment share a standby (`start_standby` starts none where one
         waits)."""

@@ -16,7 +16,7 @@ per GPU (or per `tensor_parallel_size` GPUs), sample shards of the prompts side 
 
 Most of a new engine process's start-up is importing vLLM (and torch), before any model or
 device is touched. With `standby` on, a job starts that part ahead (`start_standby`, at the
-job's start and again whenever a stage on GPUs ends its engines): a process with vLLM
+first stage it builds and again whenever a stage on GPUs ends its engines): a process with vLLM
 imported and no model waits, holding no GPU memory, and the next `open()` only loads the policy.
 """
 
