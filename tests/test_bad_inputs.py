@@ -87,6 +87,12 @@ BAD_COMMANDS = [
     (["cache_dir=/proc/afd-cache"], "cache_dir=/proc/afd-cache: /proc is not writable"),
     (["sampling=vllm", "model.n_head=8"], "(model.n_embd / model.n_head): use sampling=hf"),
     (["sampling=vllm", "sampling.tensor_parallel_size=0"], "sampling.tensor_parallel_size must be"),
+    (["sampling=vllm", "sampling.tensor_parallel_size=2"], "on CPU the vLLM engine runs in one"),
+    (
+        ["sampling=vllm", "sampling.kv_cache_gib=-1"],
+        "sampling.kv_cache_gib must be a number of GiB",
+    ),
+    (["sampling=vllm", "sampling.standby=maybe"], "sampling.standby must be true or false"),
 ]
 
 

@@ -218,6 +218,22 @@ def test_the_next_stage_opens_the_standby_process(model_dir, monkeypatch):
     assert not _kept
 
 
+def test_a_policy_the_engine_cannot_load_fails_with_the_engine_s_error(model_dir, tmp_path):
+    """The engine process's own error reaches the stage (not a broken pipe from asking a
+    process that already ended), and the process is not kept for the next stage."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    engine = vllm_engine()
+    with pytest.raises(RuntimeError, match="the vLLM engine process failed") as failure:
+        with engine.open(broken, LoadOptions(), engine.settings):
+            pass
+    assert "Broken pipe" not in str(failure.value) and "safetensors" in str(failure.value)
+    assert not any(p.alive() for p in _kept.values())
+
+
 def test_a_process_still_importing_vllm_is_ended_at_once():
     process = EngineProcess({"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
     process.close()

@@ -116,3 +116,17 @@ def test_engines_start_at_the_first_stage_a_job_builds(tmp_path, monkeypatch):
     cached.corpus()
     assert cached.status == {"data": "cached", "corpus": "cached"}
     assert started == [built.parts.engine]
+
+
+def test_device_checks_wait_for_the_node_when_a_sweep_goes_to_slurm(tmp_path, monkeypatch):
+    """A sweep submitted from a login node without GPUs is not held to what vLLM cannot do on
+    CPU: the job checks again as it starts on its node, before any stage."""
+    tp2 = ["sampling=vllm", "sampling.tensor_parallel_size=2"]
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    with pytest.raises(ConfigError, match="on CPU the vLLM engine runs in one process"):
+        validate(compose_config([*SMALL, *tp2], tmp_path))
+    cfg = compose_config([*SMALL, *tp2, "+cluster=slurm"], tmp_path)
+    assert validate(cfg).engine.tensor_parallel_size == 2
+    monkeypatch.setenv("SLURM_JOB_ID", "42")  # the job on its node (here, one without a GPU)
+    with pytest.raises(ConfigError, match="sampling.tensor_parallel_size=2, but on CPU"):
+        validate(cfg)

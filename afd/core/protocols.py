@@ -174,10 +174,11 @@ class StartsAhead(Protocol):
 
 @runtime_checkable
 class ChecksPolicy(Protocol):
-    """An engine that cannot run every policy, and says so before any stage runs."""
+    """An engine that cannot run every policy everywhere, and says so before any stage runs."""
 
-    def check_policy(self, head_size: int | None, key: str) -> None:
-        """Raise ConfigError naming `key` if a policy of this head size cannot run."""
+    def check_policy(self, head_size: int | None, key: str, on_cpu: bool) -> None:
+        """Raise ConfigError naming `key` (or the engine's own key) if a policy of this head
+        size cannot run on this engine, on CPU or on GPUs."""
 
 
 # -- stages and recipes --------------------------------------------------------------------

@@ -3,10 +3,13 @@ error names the offending key."""
 
 from __future__ import annotations
 
+import os
+
 from omegaconf import DictConfig
 
 from afd.core.errors import ConfigError
 from afd.core.protocols import ChecksPolicy
+from afd.models.devices import inference_device
 from afd.pipeline.parts import JobParts, build_parts
 from afd.runtime.ranks import slurm_tasks
 
@@ -42,11 +45,19 @@ def validate(cfg: DictConfig) -> JobParts:
     parts = build_parts(cfg)
     _trainer(cfg, parts.pretrain is not None)
     _context(parts)
-    key = "model.n_embd / model.n_head" if parts.pretrain is not None else "model.name_or_path"
-    for engine in (parts.engine, *parts.pool_engines.values()):
-        if isinstance(engine, ChecksPolicy):
-            engine.check_policy(parts.spec.attention_head_size(), key)
+    if _runs_here(cfg):
+        key = "model.n_embd / model.n_head" if parts.pretrain is not None else "model.name_or_path"
+        on_cpu = inference_device().type == "cpu"
+        for engine in (parts.engine, *parts.pool_engines.values()):
+            if isinstance(engine, ChecksPolicy):
+                engine.check_policy(parts.spec.attention_head_size(), key, on_cpu)
     return parts
+
+
+def _runs_here(cfg: DictConfig) -> bool:
+    """Whether the job runs on this machine's devices: not where a sweep is submitted to SLURM
+    from a login node (each job checks its devices again as it starts on its node)."""
+    return "cluster" not in cfg or "SLURM_JOB_ID" in os.environ
 
 
 def _context(parts: JobParts) -> None:

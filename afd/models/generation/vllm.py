@@ -115,8 +115,17 @@ class VLLMEngine:
                 f"{self.gpu_memory_utilization}"
             )
         for key in ("tensor_parallel_size", "data_parallel_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"sampling.{key} must be >= 1, got {getattr(self, key)}")
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"sampling.{key} must be an integer >= 1, got {value!r}")
+        kv = self.kv_cache_gib
+        if isinstance(kv, bool) or not isinstance(kv, (int, float)) or not kv > 0:
+            raise ConfigError(f"sampling.kv_cache_gib must be a number of GiB > 0, got {kv!r}")
+        for key in ("enforce_eager", "standby"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(
+                    f"sampling.{key} must be true or false, got {getattr(self, key)!r}"
+                )
         self.settings = SamplingSettings(
             self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.stop_strings
         )
@@ -125,12 +134,19 @@ class VLLMEngine:
     def available() -> bool:
         return importlib.util.find_spec("vllm") is not None
 
-    def check_policy(self, head_size: int | None, key: str) -> None:
-        """vLLM's CPU attention runs only some head sizes; a policy of another fails here,
-        not after training."""
-        import torch
-
-        if head_size is None or torch.cuda.is_available() or head_size in CPU_HEAD_SIZES:
+    def check_policy(self, head_size: int | None, key: str, on_cpu: bool) -> None:
+        """What vLLM cannot do on CPU fails here, not after training: attention heads of
+        sizes its CPU kernels lack, and a model split over processes (afd runs the CPU engine
+        in one process)."""
+        if not on_cpu:
+            return
+        if self.tensor_parallel_size > 1:
+            raise ConfigError(
+                f"sampling.tensor_parallel_size={self.tensor_parallel_size}, but on CPU the vLLM "
+                "engine runs in one process and cannot split a model: set it to 1 "
+                "(sampling.data_parallel_size runs engines side by side)"
+            )
+        if head_size is None or head_size in CPU_HEAD_SIZES:
             return
         raise ConfigError(
             f"sampling=vllm on CPU runs attention heads of {', '.join(map(str, CPU_HEAD_SIZES))} "
@@ -206,7 +222,7 @@ class VLLMEngine:
         stage, so training never shares a GPU with it; on CPU the processes stay for the next
         stage (vLLM's import is most of their start-up) with no model loaded."""
         keep = self.keeps_processes()
-        self.check_policy(attention_head_size(str(policy_path)), str(policy_path))
+        self.check_policy(attention_head_size(str(policy_path)), str(policy_path), keep)
         tokenizer = load_tokenizer(policy_path, load.trust_remote_code)
         options = {
             "tensor_parallel_size": self.tensor_parallel_size,

@@ -98,19 +98,28 @@ class EngineProcess:
         self.env = env
         self.key = process_key(env)
         self.started = False  # vLLM imported (its message received)
+        self.failed = False  # it sent an error, and ends
 
     def wait_started(self) -> None:
         if not self.started:
-            receive(self.conn)
+            self._receive()
             self.started = True
 
     def ask(self, *request):
         self.wait_started()
         self.conn.send(request)
-        return receive(self.conn)
+        return self._receive()
+
+    def _receive(self):
+        try:
+            return receive(self.conn)
+        except (RuntimeError, EOFError):
+            self.failed = True
+            raise
 
     def alive(self) -> bool:
-        return self.process.is_alive()
+        """Running and able to take requests: not ending after an error of its own."""
+        return not self.failed and self.process.is_alive()
 
     def close(self) -> None:
         """Ends the process: asked to, once vLLM is imported and no model is left to release;
