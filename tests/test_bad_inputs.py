@@ -69,6 +69,8 @@ BAD_COMMANDS = [
     (["sampling.top_k=-5"], "sampling.top_k must be an integer >= 0 (0: off), got -5"),
     (["sampling.top_p=0"], "sampling.top_p must be in (0, 1], got 0"),
     (["sampling.temperature=-1"], "sampling.temperature must be >= 0, got -1"),
+    (["sampling.temperature=abc"], "sampling.temperature must be a number, got 'abc'"),
+    (["sampling.stop_strings=[1,2]"], "sampling.stop_strings must be a list of non-empty strings"),
     (["sampling.max_new_tokens=0"], "sampling.max_new_tokens must be >= 1, got 0"),
     (["sampling.batch_size=0"], "sampling.batch_size must be >= 1, got 0"),
     (["model.n_positions=8"], "model.n_positions is 8 tokens, fewer than"),

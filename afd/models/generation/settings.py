@@ -25,7 +25,14 @@ class SamplingSettings:
     stop_strings: tuple[str, ...] = ()
 
     def __post_init__(self):
-        object.__setattr__(self, "stop_strings", tuple(self.stop_strings or ()))
+        stops = self.stop_strings or ()
+        if isinstance(stops, str) or not all(isinstance(s, str) and s for s in _items(stops)):
+            raise ConfigError(
+                f"sampling.stop_strings must be a list of non-empty strings, got {stops!r}"
+            )
+        object.__setattr__(self, "stop_strings", tuple(stops))
+        for key in ("temperature", "top_p"):
+            check_number(f"sampling.{key}", getattr(self, key))
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
             raise ConfigError(
                 f"sampling.max_new_tokens must be an integer, got {self.max_new_tokens!r}"
@@ -42,6 +49,19 @@ class SamplingSettings:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+def check_number(key: str, value) -> None:
+    """A config value that must be a number (int or float, not a bool or a string)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+
+
+def _items(values) -> list:
+    try:
+        return list(values)
+    except TypeError:
+        return [values]  # not a list: reported as it is
 
 
 @dataclass

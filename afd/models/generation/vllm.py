@@ -32,7 +32,7 @@ from afd.core.config import qualified_name
 from afd.core.errors import ConfigError
 from afd.models.devices import inference_device, visible_devices_value
 from afd.models.generation.hf import banned_ids
-from afd.models.generation.settings import Completion, SamplingSettings
+from afd.models.generation.settings import Completion, SamplingSettings, check_number
 from afd.models.generation.vllm_process import EngineProcess, process_key, receive
 from afd.models.loading import attention_head_size
 from afd.models.options import LoadOptions
@@ -109,6 +109,7 @@ class VLLMEngine:
     def __post_init__(self):
         if not self.available():
             raise ConfigError(INSTALL)
+        check_number("sampling.gpu_memory_utilization", self.gpu_memory_utilization)
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(
                 "sampling.gpu_memory_utilization must be in (0, 1], got "
