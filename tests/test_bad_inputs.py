@@ -92,7 +92,7 @@ BAD_COMMANDS = [
     (["sampling=vllm", "sampling.tensor_parallel_size=2"], "on CPU the vLLM engine runs in one"),
     (
         ["sampling=vllm", "sampling.kv_cache_gib=-1"],
-        "sampling.kv_cache_gib must be a number of GiB",
+        "sampling.kv_cache_gib must be > 0, got -1",
     ),
     (["sampling=vllm", "sampling.standby=maybe"], "sampling.standby must be true or false"),
 ]

@@ -30,6 +30,12 @@ from afd.tasks.records import read_examples, read_pairs
         ("sampling.temperature=-1", "sampling.temperature must be >= 0"),
         ("data.lengths.max_prompt_tokens=0", "data.lengths.max_prompt_tokens must be >= 1"),
         ("logger.mode=loud", "logger.mode must be auto"),
+        # values of the wrong kind, by the types the target declares
+        ("reward.val_fraction=abc", "reward.val_fraction must be a number, got 'abc'"),
+        ("data.task.noise=abc", "data.task.noise must be a number, got 'abc'"),
+        ("data.noise=abc", "data.task.noise must be a number, got 'abc' (set by data.noise)"),
+        ("data.task.num_pairs=1.5", "data.task.num_pairs must be an integer, got 1.5"),
+        ("sft.val_fraction=true", "sft.val_fraction must be a number, got True"),
     ],
 )
 def test_bad_config_is_named(tiny_cfg, override, message):
@@ -83,3 +89,25 @@ def test_empty_and_missing_files(tmp_path):
     pairs.write_text(json.dumps({"prompt": "p", "chosen": "c"}) + "\n")
     with pytest.raises(DataError, match=r"pairs.jsonl:1: missing field 'rejected'"):
         read_pairs(pairs)
+
+
+def test_field_kinds_come_from_what_the_target_declares():
+    """Dataclass fields, a class's `__init__` and a function's arguments; optional ones take
+    null; a nested node with a `_target_` of its own is checked under its key; a value whose
+    type is not plainly declared is left to the class."""
+    from omegaconf import OmegaConf
+
+    from afd.core.field_types import check_field_types
+
+    engine = {"_target_": "afd.models.generation.hf.HFEngine", "batch_size": 8}
+    ok = {**engine, "stop_strings": "anything", "top_k": None}
+    check_field_types(OmegaConf.create(ok), "sampling")
+    bad = OmegaConf.create({"inner": {**engine, "batch_size": "eight"}})
+    with pytest.raises(ConfigError, match=r"^outer\.inner\.batch_size must be an integer"):
+        check_field_types(bad, "outer")
+    task = {"_target_": "afd.tasks.toy.task.ToyTask", "harmful_fraction": "most"}
+    with pytest.raises(ConfigError, match=r"data\.task\.harmful_fraction must be a number"):
+        check_field_types(OmegaConf.create(task), "data.task")
+    flag = {"_target_": "afd.models.generation.vllm.VLLMEngine", "enforce_eager": 1}
+    with pytest.raises(ConfigError, match="sampling.enforce_eager must be true or false, got 1"):
+        check_field_types(OmegaConf.create(flag), "sampling")

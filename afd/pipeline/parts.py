@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from afd.core.config import Built, plain
 from afd.core.context import StageContext
 from afd.core.errors import AfdError, ConfigError
+from afd.core.field_types import check_field_types
 from afd.core.protocols import BuiltFromScratch, HasCorpus, SpansDevices, StartsAhead
 from afd.models.batching import Lengths
 from afd.runtime.sharding import stage_shards
@@ -23,6 +24,7 @@ from afd.runtime.sharding import stage_shards
 def make(node, key: str):
     """Instantiate a config node; any failure is a ConfigError naming `key` (and, where the
     value came from elsewhere by interpolation, the key the user set)."""
+    check_field_types(node, key, lambda message: with_source(message, node, key))
     try:
         return instantiate(node)
     except InstantiationException as e:

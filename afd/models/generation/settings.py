@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from afd.core.config import check_number
 from afd.core.errors import ConfigError
 
 
@@ -32,7 +33,7 @@ class SamplingSettings:
             )
         object.__setattr__(self, "stop_strings", tuple(stops))
         for key in ("temperature", "top_p"):
-            check_number(f"sampling.{key}", getattr(self, key))
+            check_number(getattr(self, key), f"sampling.{key}")
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
             raise ConfigError(
                 f"sampling.max_new_tokens must be an integer, got {self.max_new_tokens!r}"
@@ -49,12 +50,6 @@ class SamplingSettings:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
-
-
-def check_number(key: str, value) -> None:
-    """A config value that must be a number (int or float, not a bool or a string)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key} must be a number, got {value!r}")
 
 
 def _items(values) -> list:

@@ -28,11 +28,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from afd.core.config import qualified_name
+from afd.core.config import check_count, check_number, qualified_name
 from afd.core.errors import ConfigError
 from afd.models.devices import inference_device, visible_devices_value
 from afd.models.generation.hf import banned_ids
-from afd.models.generation.settings import Completion, SamplingSettings, check_number
+from afd.models.generation.settings import Completion, SamplingSettings
 from afd.models.generation.vllm_process import EngineProcess, process_key, receive
 from afd.models.loading import attention_head_size
 from afd.models.options import LoadOptions
@@ -109,19 +109,15 @@ class VLLMEngine:
     def __post_init__(self):
         if not self.available():
             raise ConfigError(INSTALL)
-        check_number("sampling.gpu_memory_utilization", self.gpu_memory_utilization)
+        check_number(self.gpu_memory_utilization, "sampling.gpu_memory_utilization")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(
                 "sampling.gpu_memory_utilization must be in (0, 1], got "
                 f"{self.gpu_memory_utilization}"
             )
         for key in ("tensor_parallel_size", "data_parallel_size"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"sampling.{key} must be an integer >= 1, got {value!r}")
-        kv = self.kv_cache_gib
-        if isinstance(kv, bool) or not isinstance(kv, (int, float)) or not kv > 0:
-            raise ConfigError(f"sampling.kv_cache_gib must be a number of GiB > 0, got {kv!r}")
+            check_count(getattr(self, key), f"sampling.{key}")
+        check_number(self.kv_cache_gib, "sampling.kv_cache_gib", 0, above=True)
         for key in ("enforce_eager", "standby"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(
