@@ -36,6 +36,12 @@ from afd.tasks.records import read_examples, read_pairs
         ("data.noise=abc", "data.task.noise must be a number, got 'abc' (set by data.noise)"),
         ("data.task.num_pairs=1.5", "data.task.num_pairs must be an integer, got 1.5"),
         ("sft.val_fraction=true", "sft.val_fraction must be a number, got True"),
+        # the Trainer's own settings, before the first training stage builds one
+        ("trainer.precision=bf17", "trainer.precision must be one of ["),
+        ("trainer.accelerator=gpux", "trainer.accelerator must be one of ['auto', 'cpu'"),
+        ("trainer.gradient_clip_val=abc", "trainer.gradient_clip_val must be a number"),
+        ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches must be an integer"),
+        ("trainer.deterministic=maybe", "trainer.deterministic must be true, false or warn"),
     ],
 )
 def test_bad_config_is_named(tiny_cfg, override, message):

@@ -4,9 +4,11 @@ error names the offending key."""
 from __future__ import annotations
 
 import os
+from typing import get_args
 
 from omegaconf import DictConfig
 
+from afd.core.config import check_count, check_number
 from afd.core.errors import ConfigError
 from afd.core.protocols import ChecksPolicy
 from afd.models.devices import inference_device
@@ -75,8 +77,34 @@ def _context(parts: JobParts) -> None:
         )
 
 
+def _trainer_settings(trainer: DictConfig) -> None:
+    """The Trainer's own settings, which Lightning would otherwise reject only when the first
+    training stage starts."""
+    from lightning.fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    accelerators = sorted({"auto", "gpu", *AcceleratorRegistry.available_accelerators()})
+    accelerator = trainer.get("accelerator", "auto")
+    if accelerator not in accelerators:
+        raise ConfigError(f"trainer.accelerator must be one of {accelerators}, got {accelerator!r}")
+    precisions = [*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS)]
+    precision = trainer.get("precision", "32-true")
+    if isinstance(precision, bool) or str(precision) not in precisions:
+        raise ConfigError(f"trainer.precision must be one of {precisions}, got {precision!r}")
+    if trainer.get("gradient_clip_val") is not None:
+        check_number(trainer.gradient_clip_val, "trainer.gradient_clip_val", 0)
+    for key in ("accumulate_grad_batches", "log_every_n_steps"):
+        if key in trainer:
+            check_count(trainer[key], f"trainer.{key}")
+    if trainer.get("deterministic", False) not in (True, False, "warn"):
+        raise ConfigError(
+            f"trainer.deterministic must be true, false or warn, got {trainer.deterministic!r}"
+        )
+
+
 def _trainer(cfg: DictConfig, pretrains: bool) -> None:
     """Process counts that the training stages and the SLURM allocation can agree on."""
+    _trainer_settings(cfg.trainer)
     devices, nodes = _int(cfg, "trainer.devices", 1), _int(cfg, "trainer.num_nodes", 1)
     processes = devices * nodes
     batches = (["pretrain.schedule.batch_size"] if pretrains else []) + ["sft.schedule.batch_size"]
