@@ -257,7 +257,7 @@ def test_each_iteration_samples_the_previous_one_and_is_keyed_without_the_count(
         ("divergence.beta=-0.5", "divergence.beta must be > 0, got -0.5"),
         ("divergence.beta=nan", "divergence.beta must be finite"),
         ("divergence.iterations=0", "divergence.iterations must be an integer >= 1, got 0"),
-        ("divergence.iterations=1.5", "divergence.iterations must be an integer >= 1"),
+        ("divergence.iterations=1.5", "divergence.iterations must be an integer, got 1.5"),
         ("divergence.start=demo", "divergence.start must be one of ('sft', 'init')"),
         ("divergence.num_prompts=0", "divergence.num_prompts must be null or an integer >= 1"),
         ("divergence.schedule.batch_size=0", "divergence.schedule.batch_size must be"),
