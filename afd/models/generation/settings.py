@@ -11,6 +11,7 @@ and log-ratio rewards need, with a reference scoring the same ids).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from afd.core.config import check_number
@@ -27,7 +28,8 @@ class SamplingSettings:
 
     def __post_init__(self):
         stops = self.stop_strings or ()
-        if isinstance(stops, str) or not all(isinstance(s, str) and s for s in _items(stops)):
+        is_list = isinstance(stops, Sequence) and not isinstance(stops, str)
+        if not is_list or not all(isinstance(s, str) and s for s in stops):
             raise ConfigError(
                 f"sampling.stop_strings must be a list of non-empty strings, got {stops!r}"
             )
@@ -50,13 +52,6 @@ class SamplingSettings:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
-
-
-def _items(values) -> list:
-    try:
-        return list(values)
-    except TypeError:
-        return [values]  # not a list: reported as it is
 
 
 @dataclass
