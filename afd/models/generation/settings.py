@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from afd.core.config import check_number
 from afd.core.errors import ConfigError
 
 
@@ -34,8 +33,6 @@ class SamplingSettings:
                 f"sampling.stop_strings must be a list of non-empty strings, got {stops!r}"
             )
         object.__setattr__(self, "stop_strings", tuple(stops))
-        for key in ("temperature", "top_p"):
-            check_number(getattr(self, key), f"sampling.{key}")
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
             raise ConfigError(
                 f"sampling.max_new_tokens must be an integer, got {self.max_new_tokens!r}"

@@ -109,7 +109,6 @@ class VLLMEngine:
     def __post_init__(self):
         if not self.available():
             raise ConfigError(INSTALL)
-        check_number(self.gpu_memory_utilization, "sampling.gpu_memory_utilization")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(
                 "sampling.gpu_memory_utilization must be in (0, 1], got "
@@ -118,11 +117,6 @@ class VLLMEngine:
         for key in ("tensor_parallel_size", "data_parallel_size"):
             check_count(getattr(self, key), f"sampling.{key}")
         check_number(self.kv_cache_gib, "sampling.kv_cache_gib", 0, above=True)
-        for key in ("enforce_eager", "standby"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(
-                    f"sampling.{key} must be true or false, got {getattr(self, key)!r}"
-                )
         self.settings = SamplingSettings(
             self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.stop_strings
         )
