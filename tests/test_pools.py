@@ -72,8 +72,8 @@ def test_bad_pools_name_their_key(override, message):
 
 
 def test_a_job_starts_its_vllm_engines_ahead_once_each(tmp_path, monkeypatch):
-    """At a job's start each engine that can start ahead does (vLLM's import overlaps the
-    first stages): `sampling=` and a pool's engine each once; hf has nothing to start."""
+    """When a job starts its engines ahead, each engine that can does (vLLM's import overlaps
+    the first stages): `sampling=` and a pool's engine each once; hf has nothing to start."""
     started = []
     monkeypatch.setattr(VLLMEngine, "start_standby", lambda self: started.append(self))
     parts = validate(compose_config([*SMALL, "sampling=vllm", "pools.heldout=vllm"], tmp_path))
@@ -121,12 +121,17 @@ def test_engines_start_at_the_first_stage_a_job_builds(tmp_path, monkeypatch):
 def test_device_checks_wait_for_the_node_when_a_sweep_goes_to_slurm(tmp_path, monkeypatch):
     """A sweep submitted from a login node without GPUs is not held to what vLLM cannot do on
     CPU: the job checks again as it starts on its node, before any stage."""
+    import torch
+
+    import afd.pipeline.validate as validation
+
     tp2 = ["sampling=vllm", "sampling.tensor_parallel_size=2"]
+    monkeypatch.setattr(validation, "inference_device", lambda: torch.device("cpu"))
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     with pytest.raises(ConfigError, match="on CPU the vLLM engine runs in one process"):
         validate(compose_config([*SMALL, *tp2], tmp_path))
     cfg = compose_config([*SMALL, *tp2, "+cluster=slurm"], tmp_path)
     assert validate(cfg).engine.tensor_parallel_size == 2
-    monkeypatch.setenv("SLURM_JOB_ID", "42")  # the job on its node (here, one without a GPU)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")  # the job on its node (one without a GPU)
     with pytest.raises(ConfigError, match="sampling.tensor_parallel_size=2, but on CPU"):
         validate(cfg)
