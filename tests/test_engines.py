@@ -6,7 +6,9 @@ the module; its CPU attention needs a head size of 32 or more, hence this model'
 from __future__ import annotations
 
 import math
+import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from afd.models.batching import Lengths, encode_prompt
 from afd.models.generation.hf import HFEngine
 from afd.models.generation.settings import SamplingSettings
 from afd.models.generation.vllm import VLLMEngine, _kept, close_kept_engines
-from afd.models.generation.vllm_process import EngineProcess
+from afd.models.generation.vllm_process import EngineProcess, tcmalloc, with_preload
 from afd.models.options import LoadOptions
 
 PROMPTS = [
@@ -192,6 +194,8 @@ def test_the_next_stage_opens_the_standby_process(model_dir, monkeypatch):
     """A standby has vLLM imported and no model; `open()` loads the policy in it. On CPU the
     process stays for the stage after; on GPUs it ends with the stage and a fresh standby
     (which never touched a GPU) takes its place."""
+    # one environment on the CPU and the pretended GPU (tcmalloc is preloaded on CPU only)
+    monkeypatch.setattr("afd.models.generation.vllm.tcmalloc", lambda: None)
     engine = vllm_engine()
     close_kept_engines()
     engine.start_standby()
@@ -239,6 +243,36 @@ def test_a_process_still_importing_vllm_is_ended_at_once():
     process.close()
     assert not process.alive() and not process.started
     assert process.process.exitcode == -signal.SIGKILL  # killed, not asked and waited for
+
+
+def test_the_engine_process_starts_with_its_loader_variables(monkeypatch):
+    """LD_PRELOAD reaches the dynamic loader of the engine process (set in the process, it
+    would come too late), is put before one the job already has, and leaves the job's own
+    environment as it was."""
+    monkeypatch.setenv("LD_PRELOAD", "libz.so.1")
+    env = with_preload("libm.so.6", {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    assert env["LD_PRELOAD"] == "libm.so.6:libz.so.1"
+    process = EngineProcess(env)
+    try:
+        started_with = Path(f"/proc/{process.process.pid}/environ").read_bytes().split(b"\0")
+    finally:
+        process.close()
+    assert b"LD_PRELOAD=libm.so.6:libz.so.1" in started_with
+    assert os.environ["LD_PRELOAD"] == "libz.so.1"
+    assert with_preload(None, {"A": "1"}) == {"A": "1"}
+
+
+def test_the_cpu_engine_allocates_with_tcmalloc_where_installed(engines):
+    """vLLM's CPU engine asks for tcmalloc (eager mode allocates at every step); afd preloads it
+    into the engine process when this machine has it (scripts/test.sh installs it), and
+    otherwise leaves the loader alone."""
+    (engine,) = engines["vllm"].engines
+    mapped = Path(f"/proc/{engine.process.pid}/maps").read_text()
+    if tcmalloc():
+        assert engine.env["LD_PRELOAD"].startswith(tcmalloc()) and "libtcmalloc" in mapped
+    else:
+        assert engine.env.get("LD_PRELOAD") == os.environ.get("LD_PRELOAD")
+        assert "libtcmalloc" not in mapped
 
 
 def test_a_missing_engine_names_its_install(monkeypatch):

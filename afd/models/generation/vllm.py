@@ -33,7 +33,13 @@ from afd.core.errors import ConfigError
 from afd.models.devices import inference_device, visible_devices_value
 from afd.models.generation.hf import banned_ids
 from afd.models.generation.settings import Completion, SamplingSettings
-from afd.models.generation.vllm_process import EngineProcess, process_key, receive
+from afd.models.generation.vllm_process import (
+    EngineProcess,
+    process_key,
+    receive,
+    tcmalloc,
+    with_preload,
+)
 from afd.models.loading import attention_head_size
 from afd.models.options import LoadOptions
 from afd.models.tokenizers import load_tokenizer
@@ -170,6 +176,9 @@ class VLLMEngine:
         elif self.tensor_parallel_size == 1 and inference_device().index is not None:
             # the one GPU this process infers on: a task's own (afd/runtime/sharding.py)
             env["CUDA_VISIBLE_DEVICES"] = visible_devices_value(inference_device())
+        if self.keeps_processes():
+            # on CPU, tcmalloc where installed: the same pool 1.07x faster (README)
+            env = with_preload(tcmalloc(), env)
         return env
 
     @staticmethod

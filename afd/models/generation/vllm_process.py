@@ -3,9 +3,12 @@ asked and answers generate requests (afd/models/generation/vllm.py sends them)."
 
 from __future__ import annotations
 
+import ctypes.util
+import functools
 import multiprocessing
 import os
 import traceback
+from contextlib import contextmanager
 
 from afd.models.devices import release_memory
 from afd.models.generation.settings import Completion, cut_at_stop
@@ -81,6 +84,41 @@ def serve(conn, env: dict) -> None:
         conn.close()
 
 
+# What the dynamic loader reads when a process starts: set in `serve`, they would come too late.
+LOADER_VARIABLES = ("LD_PRELOAD",)
+
+
+@functools.cache
+def tcmalloc() -> str | None:
+    """The tcmalloc library installed on this machine (Debian: libtcmalloc-minimal4), or None.
+    vLLM's CPU engine allocates tensors at every step of eager mode, and asks for it."""
+    return ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
+
+
+def with_preload(library: str | None, env: dict) -> dict:
+    """`env` with `library` loaded first in the process it starts, before any already asked."""
+    if library is None:
+        return env
+    earlier = os.environ.get("LD_PRELOAD", "")
+    return env | {"LD_PRELOAD": f"{library}:{earlier}" if earlier else library}
+
+
+@contextmanager
+def loader_environment(env: dict):
+    """The loader variables of `env` in this process's environment while a child starts
+    (a spawned process inherits it), restored after."""
+    saved = {k: os.environ.get(k) for k in LOADER_VARIABLES if k in env}
+    os.environ.update({k: env[k] for k in saved})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def process_key(env: dict) -> tuple:
     """What tells engine processes apart: the environment each was started with."""
     return tuple(sorted(env.items()))
@@ -94,7 +132,8 @@ class EngineProcess:
         spawn = multiprocessing.get_context("spawn")
         self.conn, child = spawn.Pipe()
         self.process = spawn.Process(target=serve, args=(child, env), daemon=True)
-        self.process.start()
+        with loader_environment(env):
+            self.process.start()
         self.env = env
         self.key = process_key(env)
         self.started = False  # vLLM imported (its message received)
