@@ -359,6 +359,10 @@ def main() -> None:
         f"{torch.get_num_threads()}, "
         f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}"
     )
+    from afd.models.generation.vllm_process import tcmalloc
+
+    allocator = f"{tcmalloc()} preloaded" if tcmalloc() else "the default (tcmalloc not installed)"
+    print(f"vLLM engine process's allocator on CPU: {allocator}")
     settings = SamplingSettings(args.tokens, 1.0, 1.0, 0)
     lengths = Lengths(256, args.tokens)
     prompts, _ = prompts_and_pairs(args.prompts)
