@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -245,6 +246,17 @@ def test_a_process_still_importing_vllm_is_ended_at_once():
     assert process.process.exitcode == -signal.SIGKILL  # killed, not asked and waited for
 
 
+def exec_environment(pid: int, timeout: float = 60) -> list[bytes]:
+    """The environment a spawned process was executed with, once it runs Python's spawn entry
+    (before that, between fork and exec, /proc shows the parent's, or nothing)."""
+    proc = Path(f"/proc/{pid}")
+    deadline = time.monotonic() + timeout
+    while b"spawn_main" not in (proc / "cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the engine process never reached Python's spawn"
+        time.sleep(0.01)
+    return (proc / "environ").read_bytes().split(b"\0")
+
+
 def test_the_engine_process_starts_with_its_loader_variables(monkeypatch):
     """LD_PRELOAD reaches the dynamic loader of the engine process (set in the process, it
     would come too late), is put before one the job already has, and leaves the job's own
@@ -254,7 +266,7 @@ def test_the_engine_process_starts_with_its_loader_variables(monkeypatch):
     assert env["LD_PRELOAD"] == "libm.so.6:libz.so.1"
     process = EngineProcess(env)
     try:
-        started_with = Path(f"/proc/{process.process.pid}/environ").read_bytes().split(b"\0")
+        started_with = exec_environment(process.process.pid)
     finally:
         process.close()
     assert b"LD_PRELOAD=libm.so.6:libz.so.1" in started_with
