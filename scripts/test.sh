@@ -19,7 +19,7 @@ python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 # tcmalloc, which afd preloads into vLLM's CPU engine process where the machine has it (the
 # same pool about 1.07x faster): Debian's package, where this runs as root with apt. Optional:
 # without it the engine runs on the default allocator.
-has_tcmalloc() { python -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('tcmalloc_minimal'))"; }
+has_tcmalloc() { python -c "import sys; from afd.models.generation.vllm_process import tcmalloc; sys.exit(tcmalloc() is None)"; }
 if ! has_tcmalloc && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     install_tcmalloc() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libtcmalloc-minimal4; }
     { install_tcmalloc || { apt-get update -q && install_tcmalloc; }; } >/dev/null 2>&1 \
