@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from tiny_hf import gpt2_like_tokenizer, hh_texts
@@ -285,6 +286,17 @@ def test_the_cpu_engine_allocates_with_tcmalloc_where_installed(engines):
     else:
         assert engine.env.get("LD_PRELOAD") == os.environ.get("LD_PRELOAD")
         assert "libtcmalloc" not in mapped
+
+
+def test_the_cpu_engine_s_kv_cache_is_what_its_model_can_fill(engines, model_dir):
+    """256 sequences of this model's 128 positions fill 64 MiB of cache, so the engine asks
+    for that, not the 1 GiB of `kv_cache_gib`, which vLLM would zero-fill as it starts."""
+    asked = vllm_engine().cpu_cache(str(model_dir), "float32")
+    assert asked == {"kv_cache_memory_bytes": (256 * 4 + 1) * 32 * 2048, "max_model_len": 128}
+    (engine,) = engines["vllm"].engines
+    resident = psutil.Process(engine.process.pid).memory_info().rss
+    # vLLM, torch and the model take 0.75-0.9 GiB; with the 1 GiB cache it was 1.7 GiB
+    assert resident < 1.25 * 2**30, f"the engine process holds {resident / 2**20:.0f} MiB"
 
 
 def test_a_missing_engine_names_its_install(monkeypatch):

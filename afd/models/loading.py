@@ -54,6 +54,27 @@ def context_length(value: str) -> int | None:
     return fields.get("n_positions") or fields.get("max_position_embeddings")
 
 
+def kv_cache_bytes_per_token(value: str, dtype: str) -> int | None:
+    """What one token's keys and values take in a KV cache of `dtype`, over all layers of a
+    local model, from its config.json (None: unknown)."""
+    config = Path(value).expanduser() / "config.json"
+    head = attention_head_size(value)
+    if not config.is_file() or head is None:
+        return None
+    import json
+
+    fields = json.loads(config.read_text())
+    layers = fields.get("num_hidden_layers") or fields.get("n_layer")
+    heads = (
+        fields.get("num_key_value_heads")
+        or fields.get("num_attention_heads")
+        or fields.get("n_head")
+    )
+    if not layers or not heads:
+        return None
+    return 2 * layers * heads * head * DTYPES[dtype].itemsize
+
+
 def attention_head_size(value: str) -> int | None:
     """The width of one attention head of a local model, from its config.json (None:
     unknown)."""

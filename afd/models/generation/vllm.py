@@ -40,7 +40,7 @@ from afd.models.generation.vllm_process import (
     tcmalloc,
     with_preload,
 )
-from afd.models.loading import attention_head_size
+from afd.models.loading import attention_head_size, context_length, kv_cache_bytes_per_token
 from afd.models.options import LoadOptions
 from afd.models.tokenizers import load_tokenizer
 
@@ -58,8 +58,14 @@ INSTALL = (
 # samples of a prompt share its cached blocks only where they are full: at the CPU default of
 # 128 tokens a dialogue prompt of ~60 is prefilled once per sample (SmolLM2, 16 x 16: 2.5 TFLOP
 # of prefill for about 0.26 of prompts); 32, the smallest CPU attention takes, draws the same
-# pool 1.19x faster (experiments/profile_vllm.py).
-CPU_OPTIONS = {"enable_chunked_prefill": False, "max_num_batched_tokens": 16384, "block_size": 32}
+# pool 1.19x faster (experiments/profile_vllm.py). At most `max_num_seqs` sequences run at once
+# (vLLM's CPU default, set here because the KV cache is sized by it: `VLLMEngine.cpu_cache`).
+CPU_OPTIONS = {
+    "enable_chunked_prefill": False,
+    "max_num_batched_tokens": 16384,
+    "block_size": 32,
+    "max_num_seqs": 256,
+}
 
 
 # Engine processes waiting for a stage, by environment: on CPU those kept between stages with
@@ -165,7 +171,8 @@ class VLLMEngine:
 
         env = {
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # the engine in its process, no more
-            "VLLM_CPU_KVCACHE_SPACE": str(max(1, round(self.kv_cache_gib))),
+            # unset: vLLM's legacy whole-GiB setting would override sampling.kv_cache_gib
+            "VLLM_CPU_KVCACHE_SPACE": None,
             # the threads this process computes with, shared between the engines rather
             # than each taking every core
             "OMP_NUM_THREADS": str(max(1, torch.get_num_threads() // self.data_parallel_size)),
@@ -176,18 +183,38 @@ class VLLMEngine:
         elif self.tensor_parallel_size == 1 and inference_device().index is not None:
             # the one GPU this process infers on: a task's own (afd/runtime/sharding.py)
             env["CUDA_VISIBLE_DEVICES"] = visible_devices_value(inference_device())
-        if self.keeps_processes():
+        if self.runs_on_cpu():
             # on CPU, tcmalloc where installed: the same pool 1.07x faster (README)
             env = with_preload(tcmalloc(), env)
         return env
 
+    def cpu_cache(self, path: str, dtype: str) -> dict:
+        """The KV cache on CPU: `kv_cache_gib`, or less where the model could never fill it,
+        with `max_num_seqs` sequences of its whole context running at once (a toy model's
+        is a few MiB). vLLM zero-fills it as it starts, which a VM pays for every page: 2 GiB
+        took 0.4-11 s to fill here (README)."""
+        cap = {"kv_cache_memory_bytes": round(self.kv_cache_gib * 2**30)}
+        per_token, length = kv_cache_bytes_per_token(path, dtype), context_length(path)
+        if per_token is None or length is None:
+            return cap
+        block = CPU_OPTIONS["block_size"]
+        blocks = CPU_OPTIONS["max_num_seqs"] * -(-length // block) + 1  # + vLLM's null block
+        needed = blocks * block * per_token
+        if needed >= cap["kv_cache_memory_bytes"]:
+            return cap
+        return {"kv_cache_memory_bytes": needed, "max_model_len": length}
+
     @staticmethod
-    def keeps_processes() -> bool:
-        """Whether a process that sampled stays for the next stage (with its model unloaded):
-        on CPU; on GPUs it ends with the stage."""
+    def runs_on_cpu() -> bool:
         import torch
 
         return not torch.cuda.is_available()
+
+    @classmethod
+    def keeps_processes(cls) -> bool:
+        """Whether a process that sampled stays for the next stage (with its model unloaded):
+        on CPU; on GPUs it ends with the stage."""
+        return cls.runs_on_cpu()
 
     def processes(self) -> list[tuple[tuple, dict]]:
         """(key, environment) of each engine process, one per shard."""
@@ -221,16 +248,16 @@ class VLLMEngine:
         """Engines on the policy at `policy_path`. On GPUs each engine process ends with the
         stage, so training never shares a GPU with it; on CPU the processes stay for the next
         stage (vLLM's import is most of their start-up) with no model loaded."""
-        keep = self.keeps_processes()
-        self.check_policy(attention_head_size(str(policy_path)), str(policy_path), keep)
+        keep, on_cpu = self.keeps_processes(), self.runs_on_cpu()
+        self.check_policy(attention_head_size(str(policy_path)), str(policy_path), on_cpu)
         tokenizer = load_tokenizer(policy_path, load.trust_remote_code)
         options = {
             "tensor_parallel_size": self.tensor_parallel_size,
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "enforce_eager": self.enforce_eager,
         }
-        if keep:
-            options |= CPU_OPTIONS
+        if on_cpu:
+            options |= CPU_OPTIONS | self.cpu_cache(str(policy_path), load.dtype)
         engines = []
         try:
             for key, env in self.processes():

@@ -29,7 +29,7 @@ def serve(conn, env: dict) -> None:
     """An engine process: load a model on ("load", path, load, options), answer generate
     requests, drop it on ("unload",); None ends the process. vLLM is imported once for all
     the models it serves (the import takes most of an engine's start-up)."""
-    os.environ.update(env)
+    apply_environment(env)
     llm = None
     try:
         from vllm import LLM, SamplingParams
@@ -82,6 +82,15 @@ def serve(conn, env: dict) -> None:
         conn.send(("error", traceback.format_exc()))
     finally:
         conn.close()
+
+
+def apply_environment(env: dict) -> None:
+    """`env` into this process's environment; a variable that is None there is unset."""
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 # What the dynamic loader reads when a process starts: set in `serve`, they would come too late.
