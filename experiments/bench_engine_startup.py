@@ -24,35 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from bench_sampling import cpu_name, prompts_and_pairs, tiny_gpt2  # noqa: E402
+from bench_sampling import cpu_name, tiny_gpt2  # noqa: E402
 
 from afd.models.generation import vllm  # noqa: E402
 from afd.models.generation.settings import SamplingSettings  # noqa: E402
 from afd.models.options import LoadOptions  # noqa: E402
-
-
-def toy_gpt2(folder: Path) -> Path:
-    """A GPT-2 of the toy's shape (conf/model/tiny_gpt2.yaml) over a BPE vocabulary of HH."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from afd.models.tokenizers import bpe_tokenizer
-
-    texts = [p.prompt + p.chosen for p in prompts_and_pairs(400)[1]]
-    tok = bpe_tokenizer(texts, 1024)
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=len(tok),
-        n_positions=64,
-        n_embd=128,
-        n_layer=2,
-        n_head=4,
-        bos_token_id=tok.eos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 def whole_setting(engine, path, dtype) -> dict:
@@ -101,7 +77,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         models = {
-            "toy GPT-2 (2 x 128, 64 positions)": toy_gpt2(Path(tmp) / "toy"),
+            "toy GPT-2 (2 x 128, 64 positions)": tiny_gpt2(Path(tmp) / "toy", 2, 128, 64, 1024),
             "tiny GPT-2 (4 x 256, 512 positions)": tiny_gpt2(Path(tmp) / "tiny"),
         }
         for name, path in models.items():

@@ -81,20 +81,23 @@ def since(start) -> tuple[float, float]:
     return wall - start[0], cpu - start[1]
 
 
-def tiny_gpt2(folder: Path) -> Path:
-    """A random GPT-2 of 4 layers x 256 dims over a BPE vocabulary of 8192 trained on HH."""
+def tiny_gpt2(
+    folder: Path, layers: int = 4, width: int = 256, positions: int = 512, vocabulary: int = 8192
+) -> Path:
+    """A random GPT-2 of 4 layers x 256 dims (4 heads) over a BPE vocabulary of 8192 trained on
+    HH, or of the shape given."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from afd.models.tokenizers import bpe_tokenizer
 
     texts = [p.prompt + p.chosen for p in prompts_and_pairs(400)[1]]
-    tok = bpe_tokenizer(texts, 8192)
+    tok = bpe_tokenizer(texts, vocabulary)
     torch.manual_seed(0)
     config = GPT2Config(
         vocab_size=len(tok),
-        n_positions=512,
-        n_embd=256,
-        n_layer=4,
+        n_positions=positions,
+        n_embd=width,
+        n_layer=layers,
         n_head=4,
         bos_token_id=tok.eos_token_id,
         eos_token_id=tok.eos_token_id,
