@@ -9,7 +9,9 @@ the options afd's engine uses on CPU, drawn twice: the first draw also pays one-
     python experiments/profile_vllm.py                  # block size 32, afd's
     python experiments/profile_vllm.py --block-size 128 # vLLM's CPU default
 
-The engine runs in this process; each part is timed around its calls (CPU work is
+The engine runs in this process (give it the allocator afd's engine process has, where
+tcmalloc is installed: LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 on
+Debian); each part is timed around its calls (CPU work is
 synchronous), the multiplies around every call of the oneDNN kernel vLLM's CPU build runs its
 linear layers with, a call on more rows than the pool has sequences counted as prefill. CPU
 only, eager (`sampling.enforce_eager`, afd's default; compiled, vLLM fuses the element-wise
